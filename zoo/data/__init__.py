@@ -1,0 +1,82 @@
+"""Datasets as ``tf.data`` pipelines: ``zoo.data.load(name, split, batch_size, data_dir=None)``.
+
+Zoo datasets:
+
+- ``digits``: procedural, MNIST-shaped handwritten-style digits (28×28×1, 10 classes); no files,
+  no network, deterministic per seed. See :mod:`zoo.data.digits`.
+- ``mnist``: TFDS ``mnist``, or, with ``data_dir``, ``mnist.npz`` in the ``keras.datasets`` layout
+  or the four original IDX files.
+
+Any other name goes to ``tfds.load``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zoo.data import mnist_files
+from zoo.data.core import (
+    DatasetSpec,
+    check_dataset_name,
+    get_dataset_spec,
+    list_datasets,
+    load,
+    network_available,
+    num_examples_of,
+    register_dataset,
+    tfds_source,
+)
+from zoo.data.errors import DatasetError, DatasetNotAvailableError, UnknownDatasetError
+
+__all__ = [
+    "load",
+    "list_datasets",
+    "register_dataset",
+    "get_dataset_spec",
+    "check_dataset_name",
+    "num_examples_of",
+    "network_available",
+    "DatasetSpec",
+    "DatasetError",
+    "DatasetNotAvailableError",
+    "UnknownDatasetError",
+]
+
+
+@register_dataset(
+    "digits",
+    splits=("train", "test"),
+    description="procedural MNIST-shaped digits (28x28x1, 10 classes); offline, seeded",
+    procedural=True,
+)
+def _digits(split, data_dir, num_examples, seed, download):
+    from zoo.data.digits import digits_arrays
+
+    return digits_arrays(split, num_examples=num_examples, seed=seed)
+
+
+def _as_float_images(images: np.ndarray) -> np.ndarray:
+    return (images.astype(np.float32) / 255.0)[..., None]
+
+
+@register_dataset(
+    "mnist",
+    splits=("train", "test"),
+    description="MNIST via TFDS, or mnist.npz / IDX files in --data-dir",
+    alternative="digits",
+)
+def _mnist(split, data_dir: Path | None, num_examples, seed, download):
+    if mnist_files.has_mnist_files(data_dir):
+        images, labels = mnist_files.load_mnist_arrays(data_dir, split)
+        if num_examples is not None:
+            images, labels = images[:num_examples], labels[:num_examples]
+        return _as_float_images(images), labels
+    hint = (
+        f" and no {mnist_files.NPZ_NAME} or IDX files (train-images-idx3-ubyte.gz, ...) in "
+        f"{data_dir}"
+        if data_dir is not None
+        else ""
+    )
+    return tfds_source("mnist", split, data_dir, download, extra_hint=hint)

@@ -1,0 +1,271 @@
+"""Dataset registry and input pipelines.
+
+``load(name, split, batch_size, data_dir=None, ...)`` returns a ``tf.data.Dataset`` of
+``(features, labels)``. Zoo datasets (procedural ones such as ``digits``, and ``mnist`` with its
+file fallbacks) are registered here; any other name is passed through to ``tfds.load``.
+
+Offline behaviour: nothing is downloaded when the data is already on disk; a download is tried
+only when the network answers within a few seconds (TFDS' own retries otherwise block for minutes)
+and ``$ZOO_OFFLINE`` is unset. A dataset that cannot be had raises
+:class:`DatasetNotAvailableError`, naming ``--data-dir`` and the procedural alternative.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.data.errors import DatasetError, DatasetNotAvailableError, UnknownDatasetError
+
+# TFDS fetches most datasets through this host; if it does not answer, neither will a download.
+_PROBE_HOST = ("storage.googleapis.com", 443)
+_PROBE_TIMEOUT_S = 3.0
+_MAX_SHUFFLE_BUFFER = 60_000
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A zoo dataset.
+
+    Attributes:
+        name: registered name.
+        source: ``source(split, data_dir, num_examples, seed, download) -> (x, y)`` numpy arrays
+            (x float32 in [0, 1], channels last; y int64) or an unbatched ``tf.data.Dataset``.
+        splits: the split names it has.
+        description: one line for listings.
+        procedural: generated in-process; needs no files and no network.
+        alternative: the dataset to suggest when this one is not available offline.
+    """
+
+    name: str
+    source: Callable[..., Arrays | tf.data.Dataset]
+    splits: tuple[str, ...]
+    description: str = ""
+    procedural: bool = False
+    alternative: str | None = None
+
+
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(
+    name: str,
+    *,
+    splits: tuple[str, ...],
+    description: str = "",
+    procedural: bool = False,
+    alternative: str | None = None,
+):
+    """Decorator registering a source function as the zoo dataset ``name``."""
+
+    def decorator(source):
+        _DATASETS[name.lower()] = DatasetSpec(
+            name, source, tuple(splits), description, procedural, alternative
+        )
+        return source
+
+    return decorator
+
+
+def list_datasets() -> list[str]:
+    """The zoo's own dataset names (any TFDS name is accepted by :func:`load` as well)."""
+    return sorted(spec.name for spec in _DATASETS.values())
+
+
+def get_dataset_spec(name: str) -> DatasetSpec | None:
+    return _DATASETS.get(name.lower())
+
+
+def _tfds_names() -> list[str]:
+    import tensorflow_datasets as tfds
+
+    return list(tfds.list_builders(with_community_datasets=False))
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise :class:`UnknownDatasetError` (with close matches) for a name nobody knows."""
+    if name.lower() in _DATASETS:
+        return
+    base = name.split("/")[0].split(":")[0]
+    known = _tfds_names()
+    if base in known:
+        return
+    zoo_names = list_datasets()
+    close = difflib.get_close_matches(name.lower(), zoo_names + known, n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownDatasetError(
+        f"Unknown dataset {name!r}.{hint} Zoo datasets: {', '.join(zoo_names)}; any TFDS "
+        f"catalog name is accepted too."
+    )
+
+
+def network_available() -> bool:
+    """True if downloads may be tried: ``$ZOO_OFFLINE`` unset and the download host answers."""
+    if os.environ.get("ZOO_OFFLINE", "").lower() not in ("", "0", "false", "no"):
+        return False
+    try:
+        with socket.create_connection(_PROBE_HOST, timeout=_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def not_available(
+    name: str, why: str, alternative: str | None = "digits"
+) -> DatasetNotAvailableError:
+    alt = (
+        f", or train on the procedural dataset that needs no files: --dataset {alternative}"
+        if alternative
+        else ""
+    )
+    return DatasetNotAvailableError(
+        f"Dataset {name!r} is not available offline: {why}. Pass --data-dir DIR "
+        f"(data_dir= in Python) pointing at a directory that holds it{alt}."
+    )
+
+
+def tfds_source(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None,
+    download: bool,
+    alternative: str | None = "digits",
+    extra_hint: str = "",
+) -> tf.data.Dataset:
+    """Unbatched ``(image float32 in [0, 1], label)`` examples of a TFDS dataset.
+
+    Reads prepared data without touching the network; downloads only if allowed and reachable.
+    """
+    import tensorflow_datasets as tfds
+
+    data_dir = os.fspath(data_dir) if data_dir is not None else None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise UnknownDatasetError(f"Unknown dataset {name!r}: {e}") from e
+    if not builder.is_prepared():
+        where = builder.data_dir
+        if not download:
+            raise not_available(name, f"no prepared TFDS data in {where}{extra_hint}", alternative)
+        if not network_available():
+            raise not_available(
+                name,
+                f"no prepared TFDS data in {where}{extra_hint}, and the network is unreachable "
+                f"(or $ZOO_OFFLINE is set)",
+                alternative,
+            )
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+            )
+        except Exception as e:  # network errors, checksum errors, manual-download datasets
+            raise not_available(name, f"the TFDS download failed: {e}", alternative) from e
+    try:
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    except (ValueError, KeyError) as e:
+        raise DatasetError(
+            f"Dataset {name!r} has no split {split!r}; it has {sorted(builder.info.splits)}"
+        ) from e
+
+    def to_float(x, y):
+        if x.dtype == tf.uint8:
+            x = tf.cast(x, tf.float32) / 255.0
+        return x, y
+
+    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def load(
+    name: str,
+    split: str = "train",
+    batch_size: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    num_examples: int | None = None,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    cache: bool = True,
+    download: bool = True,
+) -> tf.data.Dataset:
+    """A ``tf.data.Dataset`` of ``(features, labels)`` for a zoo or TFDS dataset.
+
+    Args:
+        name: a zoo dataset (``list_datasets()``) or a TFDS catalog name.
+        split: e.g. ``"train"`` or ``"test"``; TFDS datasets accept TFDS split syntax.
+        batch_size: global batch size; None leaves the dataset unbatched.
+        data_dir: where prepared data or user files live (TFDS ``data_dir``; for ``mnist`` also
+            ``mnist.npz`` or the four IDX files).
+        shuffle: shuffle with ``seed`` (reshuffled every epoch, deterministically); defaults to
+            True for splits whose name starts with ``train``.
+        num_examples: keep only the first ``num_examples`` examples (for quick runs).
+        repeat: repeat forever (after shuffling, so every epoch has a new order).
+        drop_remainder: drop a last partial batch (what multi-replica training wants).
+        cache: cache decoded examples in memory.
+        download: allow a download when the data is missing and the network answers.
+
+    Raises:
+        UnknownDatasetError: the name is neither a zoo nor a TFDS dataset.
+        DatasetNotAvailableError: known, but not on disk and not downloadable now.
+        DatasetError: a bad split, or a malformed file (the message names it).
+    """
+    if num_examples is not None and num_examples <= 0:
+        raise DatasetError(f"num_examples must be positive, got {num_examples}")
+    if batch_size is not None and batch_size <= 0:
+        raise DatasetError(f"batch_size must be positive, got {batch_size}")
+    spec = get_dataset_spec(name)
+    if spec is not None:
+        if split not in spec.splits:
+            raise DatasetError(
+                f"Dataset {spec.name!r} has no split {split!r}; it has {list(spec.splits)}"
+            )
+        data = spec.source(
+            split=split,
+            data_dir=Path(data_dir) if data_dir is not None else None,
+            num_examples=num_examples,
+            seed=seed,
+            download=download,
+        )
+    else:
+        check_dataset_name(name)
+        data = tfds_source(name, split, data_dir, download)
+    if isinstance(data, tuple):
+        x, y = data
+        if num_examples is not None:
+            x, y = x[:num_examples], y[:num_examples]
+        size = len(x)
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+    else:
+        ds = data.take(num_examples) if num_examples is not None else data
+        size = None
+    if cache and size is None:  # in-memory arrays are cached already
+        ds = ds.cache()
+    if shuffle is None:
+        shuffle = split.startswith("train")
+    if shuffle:
+        buffer = min(size or _MAX_SHUFFLE_BUFFER, _MAX_SHUFFLE_BUFFER)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if batch_size is not None:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def num_examples_of(name: str, split: str, data_dir=None, num_examples: int | None = None) -> int:
+    """How many examples ``load(name, split, ...)`` yields (before batching)."""
+    ds = load(name, split, data_dir=data_dir, num_examples=num_examples, shuffle=False)
+    n = int(ds.cardinality())
+    if n < 0:  # unknown (e.g. after filtering): count
+        n = int(ds.reduce(np.int64(0), lambda c, _: c + 1))
+    return n

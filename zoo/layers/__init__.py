@@ -1,0 +1,5 @@
+"""Reusable Keras layers, one file per kind."""
+
+from zoo.layers.preprocessing import Binarize
+
+__all__ = ["Binarize"]

@@ -1,0 +1,18 @@
+"""Model families. Importing this package registers every model (see ``zoo.registry``)."""
+
+from zoo.models import cnn, linear  # noqa: F401  (registration side effects)
+from zoo.models.base import (
+    ZooClassifier,
+    ZooModel,
+    calibrated_softmax,
+    check_image_batch,
+    scale_loss_for_replicas,
+)
+
+__all__ = [
+    "ZooModel",
+    "ZooClassifier",
+    "calibrated_softmax",
+    "check_image_batch",
+    "scale_loss_for_replicas",
+]

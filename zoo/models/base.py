@@ -1,0 +1,194 @@
+"""The model contract shared by every family.
+
+A zoo model is a ``keras.Model`` subclass that
+
+- keeps its registered name and config (``zoo_name``, ``zoo_config``), so export and serving can
+  describe it without knowing what it is;
+- declares what it serves through :meth:`ZooModel.serving_signatures`, a dict from signature name
+  to ``(function, input_signature)``; every function returns a dict with named outputs;
+- compiles with sensible defaults from its config (``model.compile()`` with no arguments, as
+  KerasHub tasks do), so ``model.fit`` works for a user in one process and the zoo's trainer can
+  drive every model the same way;
+- overrides ``train_step`` when its training is more than one supervised loss. Such a step must
+  scale its loss with :func:`scale_loss_for_replicas` so that gradients summed across replicas
+  are the gradient of the global-batch mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "ZooModel",
+    "ZooClassifier",
+    "calibrated_softmax",
+    "scale_loss_for_replicas",
+    "check_image_batch",
+]
+
+Signature = tuple[Callable[..., dict[str, tf.Tensor]], Sequence[tf.TensorSpec]]
+
+
+def scale_loss_for_replicas(loss: tf.Tensor) -> tf.Tensor:
+    """Divide a per-replica mean loss by the number of replicas in sync.
+
+    Gradients are summed across replicas by the optimizer, so each replica must contribute
+    ``mean_loss / num_replicas``. Outside a replica context this is the identity.
+    """
+    ctx = tf.distribute.get_replica_context()
+    n = ctx.num_replicas_in_sync if ctx is not None else 1
+    return loss / tf.cast(n, loss.dtype) if n > 1 else loss
+
+
+def calibrated_softmax(logits: tf.Tensor, alpha: float = 1.0, eta: float = 0.0) -> tf.Tensor:
+    """``p_c = (exp(alpha * logit_c) + eta) / sum_k (exp(alpha * logit_k) + eta)``.
+
+    002_7240b1e8d13f6586.txt, ABS eq. 4: eta is added in probability space, which makes a model
+    that fits no class well fall back to the uniform distribution. With ``eta = 0`` this is
+    ``softmax(alpha * logits)``. Computed as ``softmax(logaddexp(alpha * logit, log eta))``,
+    which is exact and neither overflows for large logits nor underflows the eta term.
+    """
+    logits = tf.convert_to_tensor(logits)
+    scaled = tf.cast(alpha, logits.dtype) * logits
+    if eta > 0:
+        log_eta = tf.cast(math.log(eta), logits.dtype)
+        scaled = tf.maximum(scaled, log_eta) + tf.math.log1p(tf.exp(-tf.abs(scaled - log_eta)))
+    return tf.nn.softmax(scaled, axis=-1)
+
+
+def check_image_batch(x: tf.Tensor, image_shape: Sequence[int], model_name: str) -> None:
+    """Raise a clear error for a batch that is not ``(batch, *image_shape)`` floats.
+
+    Static checks only (they run once per trace), so they cost nothing at serving time.
+    """
+    if not x.dtype.is_floating:
+        raise TypeError(
+            f"{model_name} expects float images in [0, 1] of shape (batch, "
+            f"{', '.join(map(str, image_shape))}); got dtype {x.dtype.name}. "
+            f"Convert with tf.cast(x, tf.float32) / 255."
+        )
+    shape = x.shape
+    if shape.rank is not None:
+        expected = tuple(image_shape)
+        got = tuple(shape[1:])
+        if shape.rank != len(expected) + 1 or any(
+            g is not None and g != e for g, e in zip(got, expected, strict=True)
+        ):
+            raise ValueError(
+                f"{model_name} expects images of shape (batch, "
+                f"{', '.join(map(str, expected))}); got shape {tuple(shape)}"
+            )
+
+
+class ZooModel(keras.Model):
+    """Base class of every zoo model. See the module docstring for the contract."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.zoo_name: str = self.name
+        self._zoo_config_json = "{}"
+
+    # -- identity -----------------------------------------------------------------------------
+    def set_zoo_identity(self, name: str, config: dict[str, Any]) -> None:
+        """Called by ``zoo.load``: remembers the registered name and the resolved config."""
+        self.zoo_name = name
+        # Kept as JSON so Keras' attribute tracking never wraps or mutates it.
+        self._zoo_config_json = json.dumps(config, default=list, sort_keys=True)
+
+    @property
+    def zoo_config(self) -> dict[str, Any]:
+        return json.loads(self._zoo_config_json)
+
+    # -- training defaults --------------------------------------------------------------------
+    def default_optimizer(self) -> keras.optimizers.Optimizer:
+        return keras.optimizers.Adam(learning_rate=self.zoo_config.get("learning_rate", 1e-3))
+
+    def default_loss(self):
+        return None
+
+    def default_metrics(self):
+        return None
+
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+        """``keras.Model.compile`` where ``"auto"`` (the default) takes the model's own choice."""
+        super().compile(
+            optimizer=self.default_optimizer() if optimizer == "auto" else optimizer,
+            loss=self.default_loss() if loss == "auto" else loss,
+            metrics=self.default_metrics() if metrics == "auto" else metrics,
+            **kwargs,
+        )
+
+    # -- serving ------------------------------------------------------------------------------
+    def serving_signatures(self) -> dict[str, Signature]:
+        """Signature name → ``(fn, input_signature)``; ``serving_default`` is always present."""
+        raise NotImplementedError(f"{type(self).__name__} declares no serving signatures")
+
+
+class ZooClassifier(ZooModel):
+    """An image classifier: ``call`` returns logits of shape ``(batch, num_classes)``.
+
+    Serves ``serving_default``: ``images`` (batch, H, W, C) float32 in [0, 1] →
+    ``logits``, ``probabilities`` (calibrated softmax, see :func:`calibrated_softmax`) and
+    ``classes`` (int64 argmax).
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        num_classes: int,
+        alpha: float = 1.0,
+        eta: float = 0.0,
+        learning_rate: float = 1e-3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_classes = int(num_classes)
+        self.alpha = float(alpha)
+        self.eta = float(eta)
+        self.learning_rate = float(learning_rate)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "alpha": self.alpha,
+            "eta": self.eta,
+            "learning_rate": self.learning_rate,
+        }
+
+    def build_for_inputs(self) -> ZooClassifier:
+        """Create every variable by running one zero batch through the model."""
+        self(tf.zeros((1, *self.image_shape)), training=False)
+        return self
+
+    def default_optimizer(self):
+        return keras.optimizers.Adam(learning_rate=self.learning_rate)
+
+    def default_loss(self):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def default_metrics(self):
+        return ["accuracy"]
+
+    def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
+        return calibrated_softmax(logits, self.alpha, self.eta)
+
+    def serving_signatures(self) -> dict[str, Signature]:
+        def serving_default(images):
+            logits = self(images, training=False)
+            return {
+                "logits": logits,
+                "probabilities": self.probabilities(logits),
+                "classes": tf.argmax(logits, axis=-1),
+            }
+
+        spec = tf.TensorSpec((None, *self.image_shape), tf.float32, name="images")
+        return {"serving_default": (serving_default, [spec])}

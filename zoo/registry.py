@@ -1,0 +1,197 @@
+"""The model registry: names → builders, default configs and metadata.
+
+Modelled on timm's registry. A builder is a plain function whose keyword arguments *are* the model's
+config: the defaults in its signature are the default config, and ``zoo.load(name, **overrides)``
+may only override keys that the signature declares.
+
+```
+@register_model("cnn_mnist", family="cnn", dataset="mnist", paper="002_7240b1e8d13f6586.txt")
+def cnn_mnist(filters=(20, 70, 256, 10), ..., learning_rate=1e-3) -> keras.Model: ...
+```
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "ModelSpec",
+    "UnknownModelError",
+    "InvalidConfigError",
+    "register_model",
+    "get_spec",
+    "list_models",
+    "resolve_config",
+]
+
+
+class UnknownModelError(KeyError):
+    """Raised for a model name that is not registered. The message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class InvalidConfigError(ValueError):
+    """Raised for an override that the model's config does not have, or a bad value."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the zoo knows about a registered model.
+
+    Attributes:
+        name: the canonical (registered) name, e.g. ``"cnn_mnist"``.
+        family: the model family (one file in ``zoo/models/`` per family).
+        builder: the function that builds the model from its config.
+        default_config: the builder's keyword defaults, read-only.
+        dataset: the dataset the model is trained on by default (a ``zoo.data`` name).
+        paper: the paper file in ``shared/papers/`` the model implements, if any.
+        description: one line for listings.
+        training: default training settings for ``zoo-train`` (epochs, batch_size, eval_split).
+        weights: weights-manifest tags available for this model (see ``zoo.weights``).
+    """
+
+    name: str
+    family: str
+    builder: Callable[..., Any]
+    default_config: Mapping[str, Any]
+    dataset: str | None = None
+    paper: str | None = None
+    description: str = ""
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights(self) -> dict:
+        from zoo import weights as _weights
+
+        return _weights.available(self.name)
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """The default config with ``overrides`` applied; unknown keys are refused."""
+        return resolve_config(self, overrides)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+# Training defaults every model gets unless its registration says otherwise.
+DEFAULT_TRAINING = MappingProxyType(
+    {"epochs": 10, "batch_size": 128, "eval_split": "test", "train_split": "train"}
+)
+
+
+def _builder_defaults(builder: Callable[..., Any]) -> dict[str, Any]:
+    params = inspect.signature(builder).parameters.values()
+    missing = [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is inspect.Parameter.empty
+    ]
+    if missing:
+        raise TypeError(
+            f"builder {builder.__qualname__} must give every argument a default "
+            f"(they form the model's config); no default for {missing}"
+        )
+    return {
+        p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    dataset: str | None = None,
+    paper: str | None = None,
+    description: str | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that registers a builder under ``name`` (case-insensitive).
+
+    Registering the same name twice with a different builder is an error, so two families can
+    never silently shadow each other.
+    """
+
+    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+        key = name.lower()
+        existing = _REGISTRY.get(key)
+        if existing is not None and existing.builder.__qualname__ != builder.__qualname__:
+            raise ValueError(f"model name {name!r} is already registered by {existing.builder}")
+        doc = inspect.getdoc(builder) or ""
+        spec = ModelSpec(
+            name=name,
+            family=family,
+            builder=builder,
+            default_config=MappingProxyType(_builder_defaults(builder)),
+            dataset=dataset,
+            paper=paper,
+            description=description if description is not None else doc.split("\n", 1)[0],
+            training=MappingProxyType({**DEFAULT_TRAINING, **(training or {})}),
+        )
+        _REGISTRY[key] = spec
+        return builder
+
+    return decorator
+
+
+def _ensure_models_imported() -> None:
+    # Importing the families registers their models; done lazily so `import zoo.registry` is cheap.
+    import zoo.models  # noqa: F401
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The ``ModelSpec`` registered under ``name`` (case-insensitive).
+
+    Raises:
+        UnknownModelError: no such model; the message lists the closest registered names.
+    """
+    _ensure_models_imported()
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    spec = _REGISTRY.get(name.lower())
+    if spec is not None:
+        return spec
+    names = sorted(s.name for s in _REGISTRY.values())
+    lowered = {n.lower(): n for n in names}
+    close = [lowered[m] for m in difflib.get_close_matches(name.lower(), lowered, n=5, cutoff=0.5)]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"Unknown model {name!r}.{hint} zoo.list_models() lists all {len(names)} registered models."
+    )
+
+
+def list_models(pattern: str | None = None, *, family: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered by a case-insensitive glob and a family.
+
+    >>> list_models("*cnn*")
+    ['binary_cnn_mnist', 'cnn_mnist']
+    """
+    _ensure_models_imported()
+    names = []
+    for spec in _REGISTRY.values():
+        if family is not None and spec.family != family:
+            continue
+        if pattern is not None and not fnmatch.fnmatchcase(spec.name.lower(), pattern.lower()):
+            continue
+        names.append(spec.name)
+    return sorted(names)
+
+
+def resolve_config(spec: ModelSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``overrides`` into ``spec.default_config``, refusing keys the config does not have."""
+    unknown = sorted(set(overrides) - set(spec.default_config))
+    if unknown:
+        valid = ", ".join(sorted(spec.default_config))
+        raise InvalidConfigError(
+            f"{spec.name} has no config key(s) {', '.join(map(repr, unknown))}. Valid keys: {valid}"
+        )
+    config = dict(spec.default_config)
+    config.update(overrides)
+    return config

@@ -1,0 +1,570 @@
+"""The zoo's trainer: one loop for every tf.distribute strategy.
+
+``python training/train.py --model NAME [--dataset D] [--data-dir DIR] [--epochs N]
+[--steps-per-epoch N] [--batch-size N] [--strategy auto|one_device|mirrored|multi_worker]
+[--output DIR] [--export-dir BASE] [--set key=value ...]`` (also installed as ``zoo-train``).
+
+Why the zoo owns its loop: Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585, tensorflow/tensorflow#72388). Calling the model's own ``train_step``
+inside ``strategy.run`` from a ``tf.function`` works on every strategy, so that is the loop:
+
+- the model, its optimizer and its compiled metrics are built before the first step;
+- each replica runs ``model.train_step`` on its share of the global batch; Keras scales the loss
+  by the number of replicas and the optimizer all-reduces the gradients;
+- per-step logs are the mean over replicas (what ``fit`` shows); epoch-end logs are read from the
+  metric variables in cross-replica context, which sums their totals and counts exactly;
+- Keras callbacks are driven through ``keras.callbacks.CallbackList``: progress bar, TensorBoard
+  (``logs/``), ``BackupAndRestore`` (``backup/``; a killed run resumes from the last completed
+  epoch), ``ModelCheckpoint`` (``checkpoints/``) and a stop on NaN.
+
+Under ``multi_worker`` every worker runs the same code; only the chief writes into ``--output``
+and ``--export-dir``. The others write their (collective) saves into a temporary directory that
+is deleted at the end, the pattern of the TensorFlow multi-worker tutorial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+WEIGHTS_FILENAME = "weights.weights.h5"
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "UsageError",
+    "train",
+    "make_strategy",
+    "main",
+]
+
+
+class UsageError(ValueError):
+    """A bad command line or configuration (the CLI exits with status 2)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training was stopped."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. Fields left None take the model spec's defaults."""
+
+    model: str
+    dataset: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    validation_steps: int | None = None
+    batch_size: int | None = None
+    strategy: str = "auto"
+    output: str | None = None
+    export_dir: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    cpu_devices: int | None = None
+    train_examples: int | None = None
+    verbose: int = 1
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    chief: bool
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    output: Path | None
+    export_path: Path | None
+    initial_epoch: int
+    steps_per_second: float | None
+
+
+# -- strategies ----------------------------------------------------------------------------------
+def _split_cpu(n: int) -> None:
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
+    except RuntimeError as e:  # the runtime is already initialised
+        existing = len(tf.config.list_logical_devices("CPU"))
+        if existing != n:
+            raise UsageError(
+                f"--cpu-devices {n}: TensorFlow is already initialised with {existing} CPU "
+                f"device(s); set it before any TensorFlow op runs ({e})"
+            ) from e
+
+
+def _tf_config() -> dict[str, Any]:
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"TF_CONFIG is not valid JSON: {e}") from e
+
+
+def make_strategy(kind: str = "auto", cpu_devices: int | None = None):
+    """The ``tf.distribute.Strategy`` for ``kind``.
+
+    ``auto``: ``multi_worker`` when ``TF_CONFIG`` names more than one task, ``mirrored`` with more
+    than one GPU, else ``one_device``. ``cpu_devices`` splits the CPU into that many logical
+    devices first, so ``mirrored`` can be exercised without GPUs.
+    """
+    import tensorflow as tf
+
+    if kind not in STRATEGIES:
+        raise UsageError(f"unknown strategy {kind!r}; choose one of {', '.join(STRATEGIES)}")
+    if cpu_devices is not None:
+        if cpu_devices < 1:
+            raise UsageError(f"--cpu-devices must be at least 1, got {cpu_devices}")
+        _split_cpu(cpu_devices)
+    cluster = _tf_config().get("cluster", {})
+    n_tasks = sum(len(v) for v in cluster.values())
+    # Physical, not logical, devices: listing logical ones initialises the runtime, after which
+    # MultiWorkerMirroredStrategy can no longer configure its collective ops.
+    gpus = tf.config.list_physical_devices("GPU")
+    if kind == "auto":
+        kind = "multi_worker" if n_tasks > 1 else "mirrored" if len(gpus) > 1 else "one_device"
+    if kind == "multi_worker":
+        if not cluster:
+            raise UsageError(
+                "--strategy multi_worker needs TF_CONFIG, e.g. "
+                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}}'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    device = "/gpu:0" if gpus else "/cpu:0"
+    return tf.distribute.OneDeviceStrategy(device)
+
+
+def is_chief() -> bool:
+    """True unless ``TF_CONFIG`` makes this process a non-chief worker."""
+    task = _tf_config().get("task", {})
+    cluster = _tf_config().get("cluster", {})
+    task_type, index = task.get("type"), task.get("index", 0)
+    if not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and index == 0 and "chief" not in cluster
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+def _stop_on_nan_callback():
+    import keras
+
+    class StopOnNaN(keras.callbacks.TerminateOnNaN):
+        """``TerminateOnNaN`` that also remembers where the loss diverged."""
+
+        diverged_at: tuple[int, int] | None = None
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.diverged_at = (self.epoch, batch)
+            super().on_batch_end(batch, logs)
+
+    return StopOnNaN()
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def _build_training_state(model, batch) -> None:
+    """Create the optimizer and compiled metric/loss variables before the first distributed step.
+
+    Under MultiWorkerMirroredStrategy variables must not be created lazily inside
+    ``strategy.run``. Keras' own symbolic build does this with KerasTensors, so no data flows.
+    """
+    model._symbolic_build(data_batch=batch)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def _reduce_logs(strategy, logs):
+    import tensorflow as tf
+
+    return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in logs.items()}
+
+
+def _to_floats(logs) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items()}
+
+
+def _check_output(output: Path, record: dict[str, Any]) -> None:
+    """Refuse to resume a run directory that belongs to another model or config."""
+    previous = output / "config.json"
+    if not previous.is_file():
+        return
+    old = json.loads(previous.read_text())
+    for key in ("model", "config", "dataset"):
+        if old.get(key) != record.get(key):
+            raise UsageError(
+                f"--output {output} holds a run with a different {key} "
+                f"({old.get(key)!r} vs {record.get(key)!r}); its backup cannot be resumed. "
+                f"Choose a new --output."
+            )
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.model`` with the zoo's loop; see the module docstring."""
+    import keras
+    import tensorflow as tf
+
+    import zoo
+    import zoo.data
+    from zoo.export import export_model
+
+    try:
+        spec = zoo.get_spec(cfg.model)
+        config = spec.config(**cfg.overrides)
+    except (zoo.UnknownModelError, zoo.InvalidConfigError) as e:
+        raise UsageError(str(e)) from e
+    dataset = cfg.dataset or spec.dataset
+    if dataset is None:
+        raise UsageError(f"{spec.name} has no default dataset; pass --dataset")
+    try:
+        zoo.data.check_dataset_name(dataset)
+    except zoo.data.UnknownDatasetError as e:
+        raise UsageError(str(e)) from e
+    epochs = cfg.epochs if cfg.epochs is not None else spec.training["epochs"]
+    batch_size = cfg.batch_size or spec.training["batch_size"]
+    if epochs < 1 or batch_size < 1:
+        raise UsageError(f"--epochs and --batch-size must be positive (got {epochs}, {batch_size})")
+
+    strategy = make_strategy(cfg.strategy, cfg.cpu_devices)
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise UsageError(
+            f"--batch-size {batch_size} is the global batch and must divide evenly over "
+            f"{replicas} replicas"
+        )
+    chief = is_chief()
+    output = Path(cfg.output) if cfg.output else Path("runs") / spec.name
+    # Non-chief workers take part in every (collective) save, but into a scratch directory.
+    write_dir = output if chief else Path(tempfile.mkdtemp(prefix="zoo-worker-"))
+
+    record = {
+        "model": spec.name,
+        "family": spec.family,
+        "config": json.loads(json.dumps(config, default=list)),
+        "dataset": dataset,
+        "data_dir": cfg.data_dir,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps_per_epoch": cfg.steps_per_epoch,
+        "validation_steps": cfg.validation_steps,
+        "train_examples": cfg.train_examples,
+        "strategy": cfg.strategy,
+        "strategy_class": type(strategy).__name__,
+        "num_replicas": replicas,
+        "seed": cfg.seed,
+        "zoo_version": zoo.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+    }
+    if chief:
+        _check_output(output, record)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(record, indent=2))
+
+    train_split, eval_split = spec.training["train_split"], spec.training["eval_split"]
+    train_ds = zoo.data.load(
+        dataset,
+        train_split,
+        batch_size=batch_size,
+        data_dir=cfg.data_dir,
+        shuffle=True,
+        seed=cfg.seed,
+        num_examples=cfg.train_examples,
+        repeat=True,
+        drop_remainder=True,
+    )
+    n_train = zoo.data.num_examples_of(dataset, train_split, cfg.data_dir, cfg.train_examples)
+    steps_per_epoch = cfg.steps_per_epoch or max(1, n_train // batch_size)
+    val_ds = zoo.data.load(
+        dataset, eval_split, batch_size=batch_size, data_dir=cfg.data_dir, shuffle=False
+    )
+    if cfg.validation_steps:
+        val_ds = val_ds.take(cfg.validation_steps)
+
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+        model = zoo.build(spec.name, **config)
+        model.compile()
+        first_batch = next(iter(train_ds.take(1)))
+        _build_training_state(model, first_batch)
+
+    dist_train = iter(strategy.experimental_distribute_dataset(train_ds))
+
+    @tf.function
+    def train_step(iterator):
+        logs = strategy.run(model.train_step, args=(next(iterator),))
+        return _reduce_logs(strategy, logs)
+
+    @tf.function
+    def test_step(batch):
+        logs = strategy.run(model.test_step, args=(batch,))
+        return _reduce_logs(strategy, logs)
+
+    @tf.function
+    def average_replica_state():
+        # Keras 3 creates BatchNorm moving statistics (and other non-trainable state) with
+        # aggregation "none", so each replica keeps its own copy and the workers of a multi-worker
+        # run drift apart. Averaging them once per epoch restores what tf.keras 2 did
+        # (aggregation MEAN): every replica, on every worker, ends with the same weights.
+        def fn():
+            ctx = tf.distribute.get_replica_context()
+            for v in state:
+                mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v.value))
+                v.value.assign(mean)  # the tf.Variable: each replica sets its own copy
+
+        strategy.run(fn)
+
+    state = [v for v in model.non_trainable_variables if v.dtype.startswith("float")]
+
+    def cross_replica_metrics():
+        # Metric variables are ON_READ/SUM: reading them here sums totals and counts exactly.
+        with strategy.scope():
+            return _to_floats(model.get_metrics_result())
+
+    nan_stop = _stop_on_nan_callback()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(write_dir / "backup"), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(
+            str(write_dir / "checkpoints" / "epoch-{epoch:03d}.weights.h5"),
+            save_weights_only=True,
+        ),
+        nan_stop,
+    ]
+    if chief:
+        callbacks.append(
+            keras.callbacks.TensorBoard(
+                str(output / "logs"), write_graph=False, update_freq="epoch"
+            )
+        )
+    callback_list = keras.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        add_progbar=bool(cfg.verbose) and chief,
+        model=model,
+        verbose=cfg.verbose if chief else 0,
+        epochs=epochs,
+        steps=steps_per_epoch,
+    )
+
+    model.stop_training = False
+    model._initial_epoch = None
+    callback_list.on_train_begin()
+    initial_epoch = model._initial_epoch or 0
+    if initial_epoch and chief and cfg.verbose:
+        print(f"Resuming from epoch {initial_epoch} (backup in {output / 'backup'})")
+    history = _load_history(output) if initial_epoch and chief else {}
+    epoch_logs: dict[str, float] = {}
+    timing = []
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        start = None
+        for step in range(steps_per_epoch):
+            callback_list.on_train_batch_begin(step)
+            logs = _to_floats(train_step(dist_train))
+            if step == 0:
+                start = time.perf_counter()  # exclude tracing from the steps/s figure
+            callback_list.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        if steps_per_epoch > 1 and start is not None:
+            timing.append((steps_per_epoch - 1) / (time.perf_counter() - start))
+        if nan_stop.diverged_at is not None:
+            break
+        if replicas > 1 and state:
+            average_replica_state()
+        epoch_logs = cross_replica_metrics()
+        model.reset_metrics()
+        callback_list.on_test_begin()
+        for step, batch in enumerate(strategy.experimental_distribute_dataset(val_ds)):
+            callback_list.on_test_batch_begin(step)
+            callback_list.on_test_batch_end(step, _to_floats(test_step(batch)))
+        val_logs = cross_replica_metrics()
+        callback_list.on_test_end(val_logs)
+        epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        for k, v in epoch_logs.items():
+            history.setdefault(k, []).append(v)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(epoch_logs)
+
+    if nan_stop.diverged_at is not None:
+        ep, batch = nan_stop.diverged_at
+        raise TrainingDiverged(
+            f"training stopped: the loss became NaN or infinite at epoch {ep + 1}, batch {batch}. "
+            f"Lower the learning rate (--set learning_rate=...) or check the data."
+        )
+
+    steps_per_second = timing[-1] if timing else None
+    if not epoch_logs and initial_epoch >= epochs:
+        # Nothing left to train (the backup is at or past --epochs): report the saved figures.
+        previous = output / "metrics.json"
+        epoch_logs = json.loads(previous.read_text()) if previous.is_file() else {}
+    metrics = {k: v for k, v in epoch_logs.items() if k != "epoch"}
+    model.save_weights(str(write_dir / WEIGHTS_FILENAME))
+    export_path = None
+    if chief:
+        (output / "metrics.json").write_text(json.dumps({**metrics, "epoch": epochs}, indent=2))
+        (output / "history.json").write_text(
+            json.dumps({"history": history, "steps_per_second": timing}, indent=2)
+        )
+        if cfg.export_dir:
+            # Export a plain single-device copy, so the SavedModel holds no distributed variables.
+            plain = zoo.load(spec.name, weights=output, **config)
+            export_path = export_model(
+                plain,
+                cfg.export_dir,
+                metadata={"metrics": metrics, "training": record},
+            )
+    else:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    return TrainResult(
+        model=model,
+        chief=chief,
+        metrics=metrics,
+        history=history,
+        output=output if chief else None,
+        export_path=export_path,
+        initial_epoch=initial_epoch,
+        steps_per_second=steps_per_second,
+    )
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over the model's weights (not the optimizer's): equal iff the weights are equal."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in model.weights:
+        h.update(w.path.encode())
+        h.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _load_history(output: Path) -> dict[str, list[float]]:
+    f = output / "history.json"
+    if not f.is_file():
+        return {}
+    return json.loads(f.read_text()).get("history", {})
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zoo-train",
+        description="Train a zoo model on tf.distribute, with checkpoints, backup, TensorBoard "
+        "logs and an optional versioned SavedModel export.",
+    )
+    p.add_argument("--model", required=True, help="registered model name (zoo.list_models())")
+    p.add_argument("--dataset", help="zoo or TFDS dataset (default: the model's own)")
+    p.add_argument("--data-dir", help="where prepared TFDS data or dataset files live")
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the model's)")
+    p.add_argument("--steps-per-epoch", type=int, help="steps per epoch (default: one pass)")
+    p.add_argument("--validation-steps", type=int, help="eval batches per epoch (default: all)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the model's)")
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES)
+    p.add_argument(
+        "--cpu-devices",
+        type=int,
+        help="split the CPU into N logical devices (to run 'mirrored' without GPUs)",
+    )
+    p.add_argument("--output", help="run directory (default: runs/MODEL)")
+    p.add_argument("--export-dir", help="also export to EXPORT_DIR/MODEL/<next version>")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights and data order")
+    p.add_argument(
+        "--train-examples", type=int, help="use only the first N training examples (quick runs)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config key (repeatable); zoo.get_spec(NAME).default_config "
+        "lists the keys",
+    )
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from zoo.cli_utils import parse_overrides, quiet_tensorflow
+
+    quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as e:
+        parser.error(str(e))
+    cfg = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        validation_steps=args.validation_steps,
+        batch_size=args.batch_size,
+        strategy=args.strategy,
+        output=args.output,
+        export_dir=args.export_dir,
+        overrides=overrides,
+        seed=args.seed,
+        cpu_devices=args.cpu_devices,
+        train_examples=args.train_examples,
+        verbose=args.verbose,
+    )
+    from zoo.data import DatasetError
+    from zoo.weights import WeightsError
+
+    try:
+        result = train(cfg)
+    except UsageError as e:
+        parser.error(str(e))  # exits with status 2
+    except (TrainingDiverged, DatasetError, WeightsError) as e:
+        print(f"zoo-train: error: {e}", file=sys.stderr)
+        return 1
+    summary: dict[str, Any] = {"output": str(result.output) if result.chief else None}
+    summary.update(result.metrics)
+    if result.export_path is not None:
+        summary["export"] = str(result.export_path)
+    if result.steps_per_second:
+        summary["steps_per_second"] = round(result.steps_per_second, 2)
+    summary["chief"] = result.chief
+    summary["weights_fingerprint"] = weights_fingerprint(result.model)
+    print(json.dumps(summary))
+    return 0
+
+
+__all__ += ["is_chief", "build_parser"]
