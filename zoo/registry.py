@@ -122,7 +122,10 @@ def register_model(
     def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
         key = name.lower()
         existing = _REGISTRY.get(key)
-        if existing is not None and existing.builder.__qualname__ != builder.__qualname__:
+        if existing is not None and (
+            existing.builder.__module__ != builder.__module__
+            or existing.builder.__qualname__ != builder.__qualname__
+        ):
             raise ValueError(f"model name {name!r} is already registered by {existing.builder}")
         doc = inspect.getdoc(builder) or ""
         spec = ModelSpec(

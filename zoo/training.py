@@ -79,6 +79,7 @@ class TrainConfig:
     cpu_devices: int | None = None
     train_examples: int | None = None
     verbose: int = 1
+    callbacks: list[Any] = field(default_factory=list)  # extra keras.callbacks.Callback objects
 
 
 @dataclass
@@ -291,6 +292,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(record, indent=2))
 
+    # Build first: a config the builder rejects is a usage error, found before any data loads.
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+        try:
+            model = zoo.build(spec.name, **config)
+        except zoo.InvalidConfigError as e:
+            raise UsageError(str(e)) from e
+        model.compile()
+
     train_split, eval_split = spec.training["train_split"], spec.training["eval_split"]
     train_ds = zoo.data.load(
         dataset,
@@ -311,10 +321,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.validation_steps:
         val_ds = val_ds.take(cfg.validation_steps)
 
-    keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
-        model = zoo.build(spec.name, **config)
-        model.compile()
         first_batch = next(iter(train_ds.take(1)))
         _build_training_state(model, first_batch)
 
@@ -353,12 +360,16 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     nan_stop = _stop_on_nan_callback()
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(write_dir / "backup"), delete_checkpoint=False),
+        # double_checkpoint keeps the previous backup, so a kill during a save loses nothing.
+        keras.callbacks.BackupAndRestore(
+            str(write_dir / "backup"), delete_checkpoint=False, double_checkpoint=True
+        ),
         keras.callbacks.ModelCheckpoint(
             str(write_dir / "checkpoints" / "epoch-{epoch:03d}.weights.h5"),
             save_weights_only=True,
         ),
         nan_stop,
+        *cfg.callbacks,
     ]
     if chief:
         callbacks.append(
@@ -381,8 +392,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     callback_list.on_train_begin()
     initial_epoch = model._initial_epoch or 0
     if initial_epoch and chief and cfg.verbose:
-        print(f"Resuming from epoch {initial_epoch} (backup in {output / 'backup'})")
-    history = _load_history(output) if initial_epoch and chief else {}
+        print(f"Resuming after epoch {initial_epoch}/{epochs} (backup in {output / 'backup'})")
+    # The history file may be an epoch ahead of the backup if a kill fell between the two writes.
+    history = _load_history(output, initial_epoch) if initial_epoch and chief else {}
     epoch_logs: dict[str, float] = {}
     timing = []
     for epoch in range(initial_epoch, epochs):
@@ -412,9 +424,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         val_logs = cross_replica_metrics()
         callback_list.on_test_end(val_logs)
         epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        callback_list.on_epoch_end(epoch, epoch_logs)
         for k, v in epoch_logs.items():
             history.setdefault(k, []).append(v)
+        if chief:  # written every epoch, so a killed run keeps the history of its epochs
+            _write_history(output, history, timing)
+        callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
     callback_list.on_train_end(epoch_logs)
@@ -436,9 +450,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     export_path = None
     if chief:
         (output / "metrics.json").write_text(json.dumps({**metrics, "epoch": epochs}, indent=2))
-        (output / "history.json").write_text(
-            json.dumps({"history": history, "steps_per_second": timing}, indent=2)
-        )
+        _write_history(output, history, timing)
         if cfg.export_dir:
             # Export a plain single-device copy, so the SavedModel holds no distributed variables.
             plain = zoo.load(spec.name, weights=output, **config)
@@ -472,11 +484,17 @@ def weights_fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def _load_history(output: Path) -> dict[str, list[float]]:
+def _load_history(output: Path, epochs: int) -> dict[str, list[float]]:
     f = output / "history.json"
     if not f.is_file():
         return {}
-    return json.loads(f.read_text()).get("history", {})
+    return {k: v[:epochs] for k, v in json.loads(f.read_text()).get("history", {}).items()}
+
+
+def _write_history(output: Path, history: dict[str, list[float]], timing: list[float]) -> None:
+    tmp = output / "history.json.tmp"
+    tmp.write_text(json.dumps({"history": history, "steps_per_second": timing}, indent=2))
+    os.replace(tmp, output / "history.json")
 
 
 # -- CLI -----------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def _verify(path: Path, entry: WeightsEntry | None) -> None:
 
 def _download(entry: WeightsEntry, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-", suffix=f"-{target.name}")
     try:
         with (
             os.fdopen(fd, "wb") as out,

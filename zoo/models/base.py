@@ -24,10 +24,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from zoo.registry import InvalidConfigError
+
 __all__ = [
     "ZooModel",
     "ZooClassifier",
     "calibrated_softmax",
+    "make_optimizer",
     "scale_loss_for_replicas",
     "check_image_batch",
 ]
@@ -46,6 +49,16 @@ def scale_loss_for_replicas(loss: tf.Tensor) -> tf.Tensor:
     return loss / tf.cast(n, loss.dtype) if n > 1 else loss
 
 
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """A Keras optimizer by name (``"adam"``, ``"sgd"``, ``"rmsprop"``, ...) with a learning rate."""
+    try:
+        return keras.optimizers.get(
+            {"class_name": name, "config": {"learning_rate": learning_rate}}
+        )
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"unknown optimizer {name!r}: {e}") from e
+
+
 def calibrated_softmax(logits: tf.Tensor, alpha: float = 1.0, eta: float = 0.0) -> tf.Tensor:
     """``p_c = (exp(alpha * logit_c) + eta) / sum_k (exp(alpha * logit_k) + eta)``.
 
@@ -55,9 +68,9 @@ def calibrated_softmax(logits: tf.Tensor, alpha: float = 1.0, eta: float = 0.0) 
     which is exact and neither overflows for large logits nor underflows the eta term.
     """
     logits = tf.convert_to_tensor(logits)
-    scaled = tf.cast(alpha, logits.dtype) * logits
+    scaled = tf.cast(tf.convert_to_tensor(alpha, dtype_hint=logits.dtype), logits.dtype) * logits
     if eta > 0:
-        log_eta = tf.cast(math.log(eta), logits.dtype)
+        log_eta = tf.constant(math.log(eta), logits.dtype)
         scaled = tf.maximum(scaled, log_eta) + tf.math.log1p(tf.exp(-tf.abs(scaled - log_eta)))
     return tf.nn.softmax(scaled, axis=-1)
 
@@ -107,7 +120,8 @@ class ZooModel(keras.Model):
 
     # -- training defaults --------------------------------------------------------------------
     def default_optimizer(self) -> keras.optimizers.Optimizer:
-        return keras.optimizers.Adam(learning_rate=self.zoo_config.get("learning_rate", 1e-3))
+        config = self.zoo_config
+        return make_optimizer(config.get("optimizer", "adam"), config.get("learning_rate", 1e-3))
 
     def default_loss(self):
         return None
@@ -145,9 +159,15 @@ class ZooClassifier(ZooModel):
         alpha: float = 1.0,
         eta: float = 0.0,
         learning_rate: float = 1e-3,
+        optimizer: str = "adam",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.optimizer_name = str(optimizer)
+        try:
+            make_optimizer(self.optimizer_name, learning_rate)  # fail at build, not mid-training
+        except ValueError as e:
+            raise InvalidConfigError(str(e)) from e
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_classes = int(num_classes)
         self.alpha = float(alpha)
@@ -162,6 +182,7 @@ class ZooClassifier(ZooModel):
             "alpha": self.alpha,
             "eta": self.eta,
             "learning_rate": self.learning_rate,
+            "optimizer": self.optimizer_name,
         }
 
     def build_for_inputs(self) -> ZooClassifier:
@@ -170,7 +191,7 @@ class ZooClassifier(ZooModel):
         return self
 
     def default_optimizer(self):
-        return keras.optimizers.Adam(learning_rate=self.learning_rate)
+        return make_optimizer(self.optimizer_name, self.learning_rate)
 
     def default_loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

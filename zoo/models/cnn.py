@@ -140,6 +140,7 @@ def cnn_mnist(
     batchnorm_momentum=0.99,
     batchnorm_epsilon=1e-3,
     learning_rate=1e-3,
+    optimizer="adam",
     alpha=1.0,
     eta=0.0,
 ):
@@ -165,6 +166,7 @@ def binary_cnn_mnist(
     batchnorm_momentum=0.99,
     batchnorm_epsilon=1e-3,
     learning_rate=1e-3,
+    optimizer="adam",
     alpha=1.0,
     eta=0.0,
 ):

@@ -29,13 +29,21 @@ class LinearClassifier(ZooClassifier):
 @register_model(
     "linear_mnist", family="linear", dataset="mnist", training={"epochs": 15, "batch_size": 128}
 )
-def linear_mnist(image_shape=(28, 28, 1), num_classes=10, learning_rate=3e-3, alpha=1.0, eta=0.0):
+def linear_mnist(
+    image_shape=(28, 28, 1),
+    num_classes=10,
+    learning_rate=3e-3,
+    optimizer="adam",
+    alpha=1.0,
+    eta=0.0,
+):
     """Linear classifier on raw pixels: the floor a learnable image task must sit clearly above."""
     return LinearClassifier(
         name="linear_mnist",
         image_shape=image_shape,
         num_classes=num_classes,
         learning_rate=learning_rate,
+        optimizer=optimizer,
         alpha=alpha,
         eta=eta,
     ).build_for_inputs()
