@@ -149,7 +149,13 @@ def _download(entry: WeightsEntry, target: Path) -> None:
             urllib.request.urlopen(entry.url, timeout=DOWNLOAD_TIMEOUT_S) as response,
         ):
             shutil.copyfileobj(response, out)
-        _verify(Path(tmp), entry)
+        try:
+            _verify(Path(tmp), entry)
+        except WeightsError as e:
+            raise WeightsError(
+                f"the download of {entry.model}/{entry.tag} from {entry.url} is unusable and was "
+                f"discarded (nothing was written to {target}): {e}"
+            ) from e
         os.replace(tmp, target)  # atomic: a reader never sees a half-written file
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise WeightsError(
@@ -212,7 +218,9 @@ def load_weights(model, spec_name: str, weights: str | os.PathLike) -> Path:
     path, _ = resolve(spec_name, weights)
     try:
         model.load_weights(path)
-    except Exception as e:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
+    except OSError as e:  # h5py: the HDF5 structure itself is damaged
+        raise WeightsError(f"weights file {path} is truncated or corrupt: {e}") from e
+    except Exception as e:  # Keras raises ValueError/KeyError depending on the mismatch
         raise WeightsError(
             f"weights file {path} does not fit {spec_name} as configured: {e}"
         ) from e

@@ -79,4 +79,4 @@ def _mnist(split, data_dir: Path | None, num_examples, seed, download):
         if data_dir is not None
         else ""
     )
-    return tfds_source("mnist", split, data_dir, download, extra_hint=hint)
+    return tfds_source("mnist", split, data_dir, download, alternative="digits", extra_hint=hint)

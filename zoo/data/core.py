@@ -100,7 +100,7 @@ def check_dataset_name(name: str) -> None:
     if base in known:
         return
     zoo_names = list_datasets()
-    close = difflib.get_close_matches(name.lower(), zoo_names + known, n=5, cutoff=0.6)
+    close = difflib.get_close_matches(name.lower(), sorted({*zoo_names, *known}), n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownDatasetError(
         f"Unknown dataset {name!r}.{hint} Zoo datasets: {', '.join(zoo_names)}; any TFDS "
@@ -119,9 +119,7 @@ def network_available() -> bool:
         return False
 
 
-def not_available(
-    name: str, why: str, alternative: str | None = "digits"
-) -> DatasetNotAvailableError:
+def not_available(name: str, why: str, alternative: str | None = None) -> DatasetNotAvailableError:
     alt = (
         f", or train on the procedural dataset that needs no files: --dataset {alternative}"
         if alternative
@@ -138,7 +136,7 @@ def tfds_source(
     split: str,
     data_dir: str | os.PathLike | None,
     download: bool,
-    alternative: str | None = "digits",
+    alternative: str | None = None,
     extra_hint: str = "",
 ) -> tf.data.Dataset:
     """Unbatched ``(image float32 in [0, 1], label)`` examples of a TFDS dataset.
@@ -197,6 +195,7 @@ def load(
     drop_remainder: bool = False,
     cache: bool = True,
     download: bool = True,
+    data_seed: int = 0,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(features, labels)`` for a zoo or TFDS dataset.
 
@@ -213,6 +212,8 @@ def load(
         drop_remainder: drop a last partial batch (what multi-replica training wants).
         cache: cache decoded examples in memory.
         download: allow a download when the data is missing and the network answers.
+        data_seed: which draw of a procedural dataset to generate (``seed`` only orders it), so
+            the ``digits`` test set stays the same whatever the shuffle seed.
 
     Raises:
         UnknownDatasetError: the name is neither a zoo nor a TFDS dataset.
@@ -233,7 +234,7 @@ def load(
             split=split,
             data_dir=Path(data_dir) if data_dir is not None else None,
             num_examples=num_examples,
-            seed=seed,
+            seed=data_seed,
             download=download,
         )
     else:

@@ -43,7 +43,9 @@ def has_mnist_files(directory: str | Path | None) -> bool:
     if directory is None:
         return False
     directory = Path(directory)
-    return (directory / NPZ_NAME).is_file() or find_idx_files(directory, "train") is not None
+    return (directory / NPZ_NAME).is_file() or any(
+        find_idx_files(directory, split) is not None for split in IDX_NAMES
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -80,6 +82,8 @@ def _check(images: np.ndarray, labels: np.ndarray, source: str) -> None:
             f"{source}: images must be uint8 of shape (n, 28, 28); got {images.dtype} "
             f"{images.shape}"
         )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{source}: labels must be integers; got dtype {labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise DatasetError(f"{source}: {images.shape[0]} images but labels of shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() > 9):

@@ -118,6 +118,19 @@ class ZooModel(keras.Model):
     def zoo_config(self) -> dict[str, Any]:
         return json.loads(self._zoo_config_json)
 
+    def _identity_config(self) -> dict[str, Any]:
+        return {"zoo_identity": {"name": self.zoo_name, "config": self.zoo_config}}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from ``get_config()``, restoring the registered name and config."""
+        config = dict(config)
+        identity = config.pop("zoo_identity", None)
+        model = cls(**config)
+        if identity:
+            model.set_zoo_identity(identity["name"], identity["config"])
+        return model
+
     # -- training defaults --------------------------------------------------------------------
     def default_optimizer(self) -> keras.optimizers.Optimizer:
         config = self.zoo_config
@@ -137,6 +150,12 @@ class ZooModel(keras.Model):
             metrics=self.default_metrics() if metrics == "auto" else metrics,
             **kwargs,
         )
+
+    def compile_from_config(self, config):
+        """Recompile a model loaded from ``.keras`` (our ``compile`` takes Keras' arguments)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     # -- serving ------------------------------------------------------------------------------
     def serving_signatures(self) -> dict[str, Signature]:
@@ -183,6 +202,7 @@ class ZooClassifier(ZooModel):
             "eta": self.eta,
             "learning_rate": self.learning_rate,
             "optimizer": self.optimizer_name,
+            **self._identity_config(),
         }
 
     def build_for_inputs(self) -> ZooClassifier:
