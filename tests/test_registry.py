@@ -154,8 +154,8 @@ def test_spec_metadata_of_cnn_mnist():
         "image_shape": (28, 28, 1),
         "binarize": False,
         "sync_batchnorm": False,
-        "batchnorm_momentum": 0.99,
-        "batchnorm_epsilon": 1e-3,
+        "batchnorm_momentum": 0.9,
+        "batchnorm_epsilon": 1e-5,
         "learning_rate": 1e-3,
         "alpha": 1.0,
         "eta": 0.0,
@@ -403,3 +403,17 @@ def test_keras_archive_round_trip_keeps_zoo_config(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "cnn.keras")
     assert loaded.zoo_name == "cnn_mnist"
     assert loaded.zoo_config == model.zoo_config
+
+
+def test_readme_model_table_lists_every_registered_model():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    listed = {line.split("`")[1] for line in rows}
+    missing = set(zoo.list_models()) - listed
+    assert not missing, f"README's model table lacks {sorted(missing)}"
+    for name in zoo.list_models():
+        spec = zoo.get_spec(name)
+        row = next(line for line in rows if line.startswith(f"| `{name}`"))
+        assert f"| {spec.family} |" in row and f"| {spec.dataset} |" in row, row

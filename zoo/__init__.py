@@ -18,6 +18,7 @@ from zoo.registry import (  # noqa: E402
     InvalidConfigError,
     ModelSpec,
     UnknownModelError,
+    build_model,
     get_spec,
     list_models,
     register_model,
@@ -51,7 +52,7 @@ def build(name: str, **overrides):
         )
     spec = get_spec(name)
     config = spec.config(**overrides)
-    model = spec.builder(**config)
+    model = build_model(spec, config)
     model.set_zoo_identity(spec.name, config)
     return model
 

@@ -31,6 +31,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def add_overrides_argument(parser) -> None:
+    """``--set KEY=VALUE`` (repeatable), collected into ``args.overrides``."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config key (repeatable); zoo.get_spec(NAME).default_config "
+        "lists the keys",
+    )
+
+
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter out of the CLI's output (unless the user set it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

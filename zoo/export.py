@@ -145,6 +145,8 @@ def _zoo_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zoo.cli_utils import add_overrides_argument
+
     p = argparse.ArgumentParser(
         prog="zoo-export",
         description="Export a zoo model as BASE/NAME/VERSION in TF Serving's SavedModel layout.",
@@ -158,14 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-dir", required=True, help="export base directory")
     p.add_argument("--version", type=int, help="version number (default: next free integer)")
     p.add_argument("--name", help="served model name (default: the registered name)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
+    add_overrides_argument(p)
     return p
 
 

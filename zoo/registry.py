@@ -12,6 +12,7 @@ def cnn_mnist(filters=(20, 70, 256, 10), ..., learning_rate=1e-3) -> keras.Model
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import fnmatch
 import inspect
@@ -25,6 +26,7 @@ __all__ = [
     "UnknownModelError",
     "InvalidConfigError",
     "register_model",
+    "register_variant",
     "get_spec",
     "list_models",
     "resolve_config",
@@ -79,6 +81,23 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+# The registered name of the model zoo.build is building, for builders shared by variants.
+_BUILDING: contextvars.ContextVar[str | None] = contextvars.ContextVar("zoo_building", default=None)
+
+
+def building_name(default: str) -> str:
+    """Inside a builder: the registered name being built (a variant's, not its base's)."""
+    return _BUILDING.get() or default
+
+
+def build_model(spec: ModelSpec, config: Mapping[str, Any]) -> Any:
+    """Call ``spec.builder(**config)`` with :func:`building_name` set to ``spec.name``."""
+    token = _BUILDING.set(spec.name)
+    try:
+        return spec.builder(**config)
+    finally:
+        _BUILDING.reset(token)
+
 
 # Training defaults every model gets unless its registration says otherwise.
 DEFAULT_TRAINING = MappingProxyType(
@@ -142,6 +161,52 @@ def register_model(
         return builder
 
     return decorator
+
+
+def register_variant(
+    name: str,
+    of: Callable[..., Any],
+    *,
+    description: str,
+    family: str | None = None,
+    dataset: str | None = None,
+    paper: str | None = None,
+    training: Mapping[str, Any] | None = None,
+    **defaults: Any,
+) -> Callable[..., Any]:
+    """Register ``name`` as the registered builder ``of`` with some defaults changed.
+
+    ``register_variant("binary_cnn_mnist", cnn_mnist, binarize=True, description=...)`` gives a
+    model whose config has the same keys as ``cnn_mnist``'s, so the two never drift apart.
+    Metadata not given is taken from ``of``'s registration.
+    """
+    base = next((spec for spec in _REGISTRY.values() if spec.builder is of), None)
+    if base is None:
+        raise ValueError(f"{of.__qualname__} is not a registered builder")
+    signature = inspect.signature(of)
+    unknown = sorted(set(defaults) - set(signature.parameters))
+    if unknown:
+        raise TypeError(f"{of.__name__} has no argument(s) {unknown} to change for {name}")
+    params = [
+        p.replace(default=defaults.get(p.name, p.default)) for p in signature.parameters.values()
+    ]
+
+    def builder(**config: Any) -> Any:
+        return of(**config)
+
+    builder.__signature__ = signature.replace(parameters=params)
+    builder.__name__ = builder.__qualname__ = name
+    builder.__module__ = of.__module__
+    builder.__doc__ = description
+    register_model(
+        name,
+        family=family or base.family,
+        dataset=dataset if dataset is not None else base.dataset,
+        paper=paper if paper is not None else base.paper,
+        description=description,
+        training=training if training is not None else base.training,
+    )(builder)
+    return builder
 
 
 def _ensure_models_imported() -> None:

@@ -499,6 +499,8 @@ def _write_history(output: Path, history: dict[str, list[float]], timing: list[f
 
 # -- CLI -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from zoo.cli_utils import add_overrides_argument
+
     p = argparse.ArgumentParser(
         prog="zoo-train",
         description="Train a zoo model on tf.distribute, with checkpoints, backup, TensorBoard "
@@ -523,15 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-examples", type=int, help="use only the first N training examples (quick runs)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model config key (repeatable); zoo.get_spec(NAME).default_config "
-        "lists the keys",
-    )
+    add_overrides_argument(p)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p
 

@@ -1,0 +1,45 @@
+"""``python -m zoo.repro --list`` / ``python -m zoo.repro NAME [--quick] [--data-dir DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from zoo.cli_utils import quiet_tensorflow
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_tensorflow()
+    from zoo import repro
+
+    p = argparse.ArgumentParser(
+        prog="python -m zoo.repro", description=repro.__doc__.split("\n")[0]
+    )
+    p.add_argument("name", nargs="?", help="experiment to run")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--quick", action="store_true", help="the ~2-minute version")
+    p.add_argument("--data-dir", help="where real datasets live (else procedural data is used)")
+    p.add_argument("--output", help="where result.json and plots go (default repro_runs/NAME)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.list:
+        for e in repro.list_experiments():
+            paper = f"  [{e.paper}]" if e.paper else ""
+            print(f"{e.name:<20} {e.description}{paper}")
+        return 0
+    if not args.name:
+        p.error("name an experiment, or pass --list")
+    try:
+        repro.get_experiment(args.name)
+    except KeyError as e:
+        p.error(str(e.args[0]))
+    result = repro.run(
+        args.name, quick=args.quick, data_dir=args.data_dir, output=args.output, seed=args.seed
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
