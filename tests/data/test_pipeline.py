@@ -46,16 +46,8 @@ def _ids(ds):
 
 @pytest.fixture
 def mock_tfds():
-    """``tfds.testing.mock_data`` plus a prepared-looking builder.
-
-    mock_data patches ``as_dataset`` and ``download_and_prepare`` but not ``is_prepared``, which
-    is False for its (absent) metadata directory; zoo.data checks ``is_prepared()`` before reading
-    and would raise DatasetNotAvailableError offline, so the builder must claim to be prepared.
-    """
-    with (
-        tfds.testing.mock_data(num_examples=10),
-        mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True),
-    ):
+    """Plain ``tfds.testing.mock_data``: what a TFDS user's own tests would use."""
+    with tfds.testing.mock_data(num_examples=10):
         yield
 
 
@@ -88,12 +80,14 @@ def test_tfds_pass_through_respects_num_examples(mock_tfds):
     assert zoo.data.num_examples_of("fashion_mnist", "test", num_examples=7) == 7
 
 
-def test_mock_data_alone_is_not_enough_for_zoo_mnist():
-    """Documents why ``mock_tfds`` patches ``is_prepared``: zoo asks before it reads."""
+def test_mock_data_alone_serves_zoo_mnist_without_files():
+    """zoo reads before it asks, so mock_data's patched reader is used (is_prepared() is False
+    under mock_data, which a check-first design would have taken for missing data)."""
     with tfds.testing.mock_data(num_examples=3):
         assert not tfds.builder("mnist").is_prepared()
-        with pytest.raises(DatasetNotAvailableError):
-            zoo.data.load("mnist")
+        (x, y), *_ = zoo.data.load("mnist", batch_size=3, shuffle=False)
+        assert x.shape == (3, 28, 28, 1) and x.dtype == tf.float32
+        assert y.dtype == tf.int64
 
 
 # -- not available offline ------------------------------------------------------------------

@@ -150,29 +150,39 @@ def tfds_source(
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except tfds.core.registered.DatasetNotFoundError as e:
         raise UnknownDatasetError(f"Unknown dataset {name!r}: {e}") from e
-    if not builder.is_prepared():
+
+    def read():
+        try:
+            return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        except (ValueError, KeyError) as e:
+            raise DatasetError(
+                f"Dataset {name!r} has no split {split!r}; it has {sorted(builder.info.splits)}"
+            ) from e
+
+    # Read first, and treat TFDS' "could not find data" (an AssertionError) as not prepared:
+    # asking is_prepared() instead would bypass tfds.testing.mock_data, which patches reading.
+    try:
+        ds = read()
+    except AssertionError:
         where = builder.data_dir
         if not download:
-            raise not_available(name, f"no prepared TFDS data in {where}{extra_hint}", alternative)
+            raise not_available(
+                name, f"no prepared TFDS data in {where}{extra_hint}", alternative
+            ) from None
         if not network_available():
             raise not_available(
                 name,
                 f"no prepared TFDS data in {where}{extra_hint}, and the network is unreachable "
                 f"(or $ZOO_OFFLINE is set)",
                 alternative,
-            )
+            ) from None
         try:
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False)
             )
         except Exception as e:  # network errors, checksum errors, manual-download datasets
             raise not_available(name, f"the TFDS download failed: {e}", alternative) from e
-    try:
-        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    except (ValueError, KeyError) as e:
-        raise DatasetError(
-            f"Dataset {name!r} has no split {split!r}; it has {sorted(builder.info.splits)}"
-        ) from e
+        ds = read()
 
     def to_float(x, y):
         if x.dtype == tf.uint8:
