@@ -417,3 +417,27 @@ def test_readme_model_table_lists_every_registered_model():
         spec = zoo.get_spec(name)
         row = next(line for line in rows if line.startswith(f"| `{name}`"))
         assert f"| {spec.family} |" in row and f"| {spec.dataset} |" in row, row
+
+
+def test_console_scripts_point_at_the_clis():
+    """setup.cfg's zoo-train / zoo-export / zoo-serve are the same code as the repo scripts."""
+    import configparser
+    import importlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    scripts = dict(
+        line.replace(" ", "").split("=")
+        for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    )
+    assert set(scripts) == {"zoo-train", "zoo-export", "zoo-serve"}
+    for script, target in scripts.items():
+        module, func = target.split(":")
+        main = getattr(importlib.import_module(module), func)
+        assert callable(main), script
+        folder = {"zoo-train": "training", "zoo-export": "export", "zoo-serve": "serving"}[script]
+        assert f"from {module} import {func}" in "".join(
+            p.read_text() for p in (root / folder).glob("*.py")
+        )
