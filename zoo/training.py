@@ -337,6 +337,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         logs = strategy.run(model.test_step, args=(batch,))
         return _reduce_logs(strategy, logs)
 
+    state = [v for v in model.non_trainable_variables if v.dtype.startswith("float")]
+
     @tf.function
     def average_replica_state():
         # Keras 3 creates BatchNorm moving statistics (and other non-trainable state) with
@@ -350,8 +352,6 @@ def train(cfg: TrainConfig) -> TrainResult:
                 v.value.assign(mean)  # the tf.Variable: each replica sets its own copy
 
         strategy.run(fn)
-
-    state = [v for v in model.non_trainable_variables if v.dtype.startswith("float")]
 
     def cross_replica_metrics():
         # Metric variables are ON_READ/SUM: reading them here sums totals and counts exactly.
