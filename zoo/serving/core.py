@@ -1,0 +1,625 @@
+"""The serving core: loaded versions (servables), the version manager, request batching.
+
+Protocol-free: the gRPC services (``grpc_service.py``) and the REST layer (``rest.py``) both call
+:meth:`ModelManager.resolve` and :meth:`Servable.run`, and turn :class:`ServingError` into their
+own status codes.
+
+Version lifecycle, as TF Serving reports it through GetModelStatus:
+START → LOADING → AVAILABLE → UNLOADING → END. A new version directory is loaded and warmed up
+(one call per signature) before it is routed to; the version it replaces is unloaded only after
+its in-flight requests have finished. A version that fails to load (half-written, corrupt) ends
+in END with its error, and the serving version stays as it was; it is tried again when the
+directory's contents change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger("zoo.serving")
+
+__all__ = [
+    "ServingError",
+    "BatchingOptions",
+    "ModelEntry",
+    "Servable",
+    "ModelManager",
+    "check_model_name",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEFAULT_SIGNATURE = "serving_default"
+_UNLOAD_GRACE_S = 1.0
+
+
+class ServingError(Exception):
+    """A request error with the gRPC status code it maps to."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_model_name(name: str) -> str:
+    """Refuse names that could reach outside a base path (``../x``, ``a/b``, empty)."""
+    if not name or not _NAME_RE.match(name) or ".." in name:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Invalid model name {name!r}: a model name may only hold letters, digits, '_', '-' "
+            f"and '.' (no path characters)",
+        )
+    return name
+
+
+def _spec_str(spec: tf.TensorSpec) -> str:
+    dims = ", ".join("None" if d is None else str(d) for d in spec.shape.as_list())
+    return (
+        f"TensorSpec(shape=({dims}{',' if spec.shape.rank == 1 else ''}), dtype={spec.dtype.name})"
+    )
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """Server-side batching, as TF Serving's ``BatchingParameters``."""
+
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 1000
+    max_enqueued_batches: int = 1000
+
+
+class _Batcher:
+    """Merges concurrent requests to one signature into calls of up to ``max_batch_size`` rows.
+
+    The first request of a batch waits at most ``batch_timeout_micros`` for company; requests
+    whose non-batch dimensions differ from the batch's are left for the next batch. Each caller
+    gets its own rows back.
+    """
+
+    def __init__(self, fn, options: BatchingOptions, name: str):
+        self._fn = fn
+        self._options = options
+        self._queue: queue.Queue = queue.Queue(maxsize=options.max_enqueued_batches * 4)
+        self._pending: list = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._stopped:  # a late caller on a retired version: serve it unbatched
+            return self._fn(inputs)
+        rows = next(iter(inputs.values())).shape[0]
+        item = {"inputs": inputs, "rows": rows, "done": threading.Event(), "out": None, "err": None}
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full as e:
+            raise ServingError(
+                grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue is full"
+            ) from e
+        item["done"].wait()
+        if item["err"] is not None:
+            raise item["err"]
+        return item["out"]
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._queue.put(None)
+
+    @staticmethod
+    def _key(item):
+        return tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(item["inputs"].items()))
+
+    def _next(self, timeout):
+        if self._pending:
+            return self._pending.pop(0)
+        return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else None
+
+    def _loop(self) -> None:
+        limit = self._options.max_batch_size
+        wait_s = self._options.batch_timeout_micros / 1e6
+        while True:
+            first = self._next(None)
+            if first is None:
+                return
+            batch, rows, key = [first], first["rows"], self._key(first)
+            deadline = time.perf_counter() + wait_s
+            deferred = []
+            while rows < limit:
+                try:
+                    item = self._next(deadline - time.perf_counter())
+                except queue.Empty:
+                    break
+                if item is None:
+                    if self._stopped:
+                        self._queue.put(None)  # re-post the stop after this batch
+                    break
+                if self._key(item) != key or rows + item["rows"] > limit:
+                    deferred.append(item)
+                    if rows + item["rows"] > limit:
+                        break
+                    continue
+                batch.append(item)
+                rows += item["rows"]
+            self._pending = deferred + self._pending
+            self._run(batch)
+
+    def _run(self, batch) -> None:
+        try:
+            if len(batch) == 1:
+                outs = self._fn(batch[0]["inputs"])
+            else:
+                merged = {
+                    k: np.concatenate([b["inputs"][k] for b in batch]) for k in batch[0]["inputs"]
+                }
+                outs = self._fn(merged)
+                start = 0
+                for b in batch:
+                    stop = start + b["rows"]
+                    b["out"] = {k: v[start:stop] for k, v in outs.items()}
+                    start = stop
+            if len(batch) == 1:
+                batch[0]["out"] = outs
+        except Exception as e:  # noqa: BLE001 - each caller gets the error
+            for b in batch:
+                b["err"] = e
+        for b in batch:
+            b["done"].set()
+
+
+class Servable:
+    """One loaded version of one model: its signatures, their specs, and thread-safe calls."""
+
+    def __init__(self, name: str, version: int, path: str | os.PathLike,
+                 batching: BatchingOptions | None = None):  # fmt: skip
+        self.name, self.version, self.path = name, int(version), str(path)
+        self._loaded = tf.saved_model.load(self.path)
+        self._fns = dict(self._loaded.signatures)
+        self._inputs = {k: dict(f.structured_input_signature[1]) for k, f in self._fns.items()}
+        self._outputs = {k: dict(f.structured_outputs) for k, f in self._fns.items()}
+        self._signature_defs = _read_signature_defs(self.path)
+        self._batchers: dict[str, _Batcher] = {}
+        if batching is not None:
+            for sig in self._fns:
+                if self._batchable(sig):
+                    self._batchers[sig] = _Batcher(
+                        lambda inputs, sig=sig: self._call(sig, inputs),
+                        batching,
+                        f"{name}-{version}-{sig}",
+                    )
+        self.inflight = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+
+    def _batchable(self, sig: str) -> bool:
+        specs = list(self._inputs[sig].values()) + list(self._outputs[sig].values())
+        return all(s.shape.rank and s.shape[0] is None for s in specs)
+
+    # -- description ------------------------------------------------------------------------------
+    def signature_names(self) -> list[str]:
+        return sorted(self._fns)
+
+    def _check_signature(self, signature: str) -> None:
+        if signature not in self._fns:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Serving signature name: {signature!r} not found in signature def; "
+                f"{self.name} version {self.version} has {self.signature_names()}",
+            )
+
+    def input_specs(self, signature: str) -> dict[str, tf.TensorSpec]:
+        self._check_signature(signature)
+        return dict(self._inputs[signature])
+
+    def output_specs(self, signature: str) -> dict[str, tf.TensorSpec]:
+        self._check_signature(signature)
+        return dict(self._outputs[signature])
+
+    def signature_def_map(self):
+        return dict(self._signature_defs)
+
+    # -- calls ------------------------------------------------------------------------------------
+    def _validate(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        specs = self.input_specs(signature)
+        expected = ", ".join(f"{k}: {_spec_str(s)}" for k, s in sorted(specs.items()))
+        missing, extra = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
+        if missing or extra:
+            what = "; ".join(
+                p
+                for p in (
+                    f"missing {missing}" if missing else "",
+                    f"unexpected {extra}" if extra else "",
+                )
+                if p
+            )
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Input keys of signature {signature!r} do not match: {what}. Expected inputs: "
+                f"{expected}",
+            )
+        out = {}
+        rows = set()
+        for key, spec in specs.items():
+            value = np.asarray(inputs[key])
+            if value.dtype.kind in "US" or value.dtype == object:
+                ok = spec.dtype == tf.string
+            else:
+                ok = value.dtype == spec.dtype.as_numpy_dtype
+            if not ok:
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Input {key!r} of signature {signature!r} has dtype {value.dtype.name}; "
+                    f"expected {_spec_str(spec)}",
+                )
+            if not spec.shape.is_compatible_with(value.shape):
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Input {key!r} of signature {signature!r} has shape {list(value.shape)}; "
+                    f"expected {_spec_str(spec)}",
+                )
+            if spec.shape.rank and spec.shape[0] is None:
+                rows.add(value.shape[0])
+            out[key] = value
+        if len(rows) > 1:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Inputs of signature {signature!r} disagree on the batch size: {sorted(rows)}",
+            )
+        return out
+
+    def _call(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outputs = self._fns[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+        except Exception as e:  # the model itself failed: INTERNAL, for this request only
+            text = " ".join(getattr(e, "message", str(e)).split())  # TF's text spans lines
+            raise ServingError(
+                grpc.StatusCode.INTERNAL,
+                f"{self.name} version {self.version} failed on {signature!r}: "
+                f"{type(e).__name__}: {text[:1000]}",
+            ) from e
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray],
+            output_filter: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+        """Validate ``inputs`` against the signature, run it (batched if enabled), filter."""
+        signature = signature or DEFAULT_SIGNATURE
+        inputs = self._validate(signature, inputs)
+        if output_filter:
+            unknown = sorted(set(output_filter) - set(self._outputs[signature]))
+            if unknown:
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"output_filter names {unknown}, which signature {signature!r} does not "
+                    f"output; it outputs {sorted(self._outputs[signature])}",
+                )
+        batcher = self._batchers.get(signature)
+        outputs = batcher.submit(inputs) if batcher else self._call(signature, inputs)
+        if output_filter:
+            outputs = {k: outputs[k] for k in output_filter}
+        return outputs
+
+    def warmup(self) -> None:
+        """One call per signature, so the first real request pays no tracing or allocation."""
+        for sig in self._fns:
+            specs = self._inputs[sig]
+            if any(s.dtype == tf.string for s in specs.values()):
+                continue  # serialized protos: a zero input would not parse
+            zeros = {
+                k: np.zeros(
+                    [1 if d is None else d for d in s.shape.as_list()], s.dtype.as_numpy_dtype
+                )
+                for k, s in specs.items()
+            }
+            self._call(sig, zeros)
+
+    # -- lifetime ---------------------------------------------------------------------------------
+    def _enter(self) -> None:
+        with self._lock:
+            self.inflight += 1
+
+    def _exit(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.notify_all()
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        self._enter()
+        try:
+            yield
+        finally:
+            self._exit()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            return self._idle.wait_for(lambda: self.inflight == 0, timeout=timeout)
+
+    def close(self) -> None:
+        for b in self._batchers.values():
+            b.stop()
+
+
+def _read_signature_defs(path: str) -> dict:
+    """The SignatureDef map exactly as TF Serving returns it in GetModelMetadata."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString(Path(path, "saved_model.pb").read_bytes())
+    defs = sm.meta_graphs[0].signature_def
+    return {k: defs[k] for k in defs if not k.startswith("__")}
+
+
+# -- the manager -----------------------------------------------------------------------------------
+@dataclass
+class ModelEntry:
+    """One model of the server's config (a ``ModelConfig`` of TF Serving's ``ModelServerConfig``).
+
+    ``policy`` is ``latest`` (serve the newest ``num_versions``), ``all``, or ``specific``
+    (``versions``); ``labels`` maps version labels to versions.
+    """
+
+    name: str
+    base_path: str
+    policy: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Version:
+    state: str
+    servable: Servable | None = None
+    error_code: int = 0
+    error_message: str = ""
+    fingerprint: tuple | None = None  # of the directory when a load failed
+
+
+def _dir_fingerprint(path: Path) -> tuple:
+    try:
+        return tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in path.rglob("*")))  # fmt: skip
+    except OSError:
+        return ()
+
+
+class ModelManager:
+    """Loads, serves and retires the versions of every configured model."""
+
+    def __init__(self, entries: list[ModelEntry], *, poll_wait_seconds: float = 1.0,
+                 batching: BatchingOptions | None = None):  # fmt: skip
+        self._lock = threading.RLock()
+        self._entries: dict[str, ModelEntry] = {}
+        self._versions: dict[str, dict[int, _Version]] = {}
+        self._poll_wait = poll_wait_seconds
+        self._batching = batching
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.set_config(entries)
+
+    # -- config -----------------------------------------------------------------------------------
+    def set_config(self, entries: list[ModelEntry]) -> None:
+        """Replace the model list (HandleReloadConfigRequest); models not listed are unloaded."""
+        for e in entries:
+            check_model_name(e.name)
+        with self._lock:
+            removed = set(self._entries) - {e.name for e in entries}
+            self._entries = {e.name: e for e in entries}
+            for name in entries:
+                self._versions.setdefault(name.name, {})
+        for name in removed:
+            for version in list(self._versions.get(name, {})):
+                self._unload(name, version)
+        self.poll()
+
+    def model_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._entries)
+
+    # -- polling ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._poll_wait > 0 and self._thread is None:
+            self._thread = threading.Thread(
+                target=self._poll_loop, name="version-poller", daemon=True
+            )
+            self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self._poll_wait):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the poller must survive anything
+                log.exception("polling the model base paths failed")
+
+    @staticmethod
+    def _on_disk(entry: ModelEntry) -> list[int]:
+        base = Path(entry.base_path)
+        if not base.is_dir():
+            return []
+        return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+    @staticmethod
+    def _wanted(entry: ModelEntry, on_disk: list[int]) -> list[int]:
+        if entry.policy == "all":
+            return on_disk
+        if entry.policy == "specific":
+            return [v for v in on_disk if v in entry.versions]
+        return on_disk[-entry.num_versions :]
+
+    def poll(self) -> None:
+        """Load newly wanted versions, then retire the ones no longer wanted."""
+        with self._lock:
+            entries = list(self._entries.values())
+        for entry in entries:
+            on_disk = self._on_disk(entry)
+            wanted = self._wanted(entry, on_disk)
+            for version in wanted:
+                self._maybe_load(entry, version)
+            with self._lock:
+                current = self._versions.get(entry.name, {})
+                serving_wanted = [
+                    v for v in wanted if current.get(v) and current[v].state == "AVAILABLE"
+                ]
+                stale = [
+                    v
+                    for v, s in current.items()
+                    if s.state == "AVAILABLE"
+                    and v not in wanted
+                    and (serving_wanted or v not in on_disk)
+                ]
+            for version in stale:
+                self._unload(entry.name, version)
+
+    def _maybe_load(self, entry: ModelEntry, version: int) -> None:
+        path = Path(entry.base_path) / str(version)
+        with self._lock:
+            known = self._versions[entry.name].get(version)
+            if known is not None:
+                if known.state != "END":
+                    return  # loading, serving or draining already
+                if known.error_code and _dir_fingerprint(path) == known.fingerprint:
+                    return  # failed before, and the directory has not changed since
+                # else: unloaded cleanly and wanted again (a config reload), or fixed on disk
+            self._versions[entry.name][version] = _Version("LOADING")
+        try:
+            servable = Servable(entry.name, version, path, self._batching)
+            servable.warmup()
+        except Exception as e:  # noqa: BLE001 - a bad version must not take the server down
+            message = (
+                f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            )
+            log.error(
+                "loading %s version %d from %s failed: %s", entry.name, version, path, message
+            )
+            with self._lock:
+                self._versions[entry.name][version] = _Version(
+                    "END",
+                    error_code=grpc.StatusCode.UNKNOWN.value[0],
+                    error_message=f"Failed to load {path}: {message}",
+                    fingerprint=_dir_fingerprint(path),
+                )
+            return
+        with self._lock:
+            self._versions[entry.name][version] = _Version("AVAILABLE", servable)
+        log.info("serving %s version %d", entry.name, version)
+
+    def _unload(self, name: str, version: int) -> None:
+        with self._lock:
+            record = self._versions.get(name, {}).get(version)
+            if record is None or record.state != "AVAILABLE":
+                return
+            record.state = "UNLOADING"
+            servable = record.servable
+
+        def finish():
+            servable.wait_idle()  # in-flight requests finish on the old version
+            # A caller that resolved just before the switch may not have entered yet: give it a
+            # moment before the batchers stop (acquire() closes that gap; track() narrows it).
+            time.sleep(_UNLOAD_GRACE_S)
+            servable.wait_idle()
+            servable.close()
+            with self._lock:
+                record.state, record.servable = "END", None
+            log.info("unloaded %s version %d", name, version)
+
+        threading.Thread(target=finish, name=f"unload-{name}-{version}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            servables = [
+                v.servable for vs in self._versions.values() for v in vs.values() if v.servable
+            ]
+        for s in servables:
+            s.wait_idle(timeout=30)
+            s.close()
+
+    # -- requests ---------------------------------------------------------------------------------
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable a request for (name, version or label) goes to; NOT_FOUND otherwise."""
+        check_model_name(name)
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Servable not found for request: Latest({name}); the server serves "
+                    f"{sorted(self._entries)}",
+                )
+            versions = self._versions[name]
+            if label is not None:
+                if label not in entry.labels:
+                    raise ServingError(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"Unrecognized servable version label: {label}; {name} has labels "
+                        f"{sorted(entry.labels)}",
+                    )
+                version = entry.labels[label]
+            if version is not None:
+                record = versions.get(version)
+                if record is None or record.state != "AVAILABLE":
+                    raise ServingError(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"Servable not found for request: Specific({name}, {version})",
+                    )
+                return record.servable
+            available = [v for v, r in versions.items() if r.state == "AVAILABLE"]
+            if not available:
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Servable not found for request: Latest({name}); no version is available",
+                )
+            return versions[max(available)].servable
+
+    @contextlib.contextmanager
+    def acquire(self, name: str, version: int | None = None,
+                label: str | None = None) -> Iterator[Servable]:  # fmt: skip
+        """Resolve and mark in flight in one step, so the version cannot be retired in between."""
+        with self._lock:
+            servable = self.resolve(name, version, label)
+            servable._enter()
+        try:
+            yield servable
+        finally:
+            servable._exit()
+
+    @contextlib.contextmanager
+    def track(self, servable: Servable) -> Iterator[None]:
+        """Mark a request in flight on ``servable`` (its version is unloaded only when idle)."""
+        with servable.in_flight():
+            yield
+
+    def status(self, name: str, version: int | None = None) -> list[tuple[int, str, int, str]]:
+        """(version, state, error_code, error_message) for GetModelStatus, newest first."""
+        check_model_name(name)
+        with self._lock:
+            if name not in self._entries:
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}"
+                )
+            versions = self._versions[name]
+            if version is not None:
+                if version not in versions:
+                    raise ServingError(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"Could not find version {version} of model {name}",
+                    )
+                items = [(version, versions[version])]
+            else:
+                items = sorted(versions.items(), reverse=True)
+            return [(v, r.state, r.error_code, r.error_message) for v, r in items]

@@ -1,0 +1,252 @@
+"""``zoo-serve``: a TF Serving-compatible model server for the zoo's SavedModel exports.
+
+``python serving/server.py --port 8500 --rest_api_port 8501 --model_name NAME
+--model_base_path DIR`` (or ``--model_config_file FILE``). The flags are tensorflow_model_server's
+own, so a command line, a ``ModelServerConfig`` file, a batching parameters file and any TF
+Serving client carry over unchanged.
+
+SIGTERM (and Ctrl-C) stops accepting new requests, lets the ones in flight finish, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "parse_model_config", "parse_batching_parameters", "Server"]
+
+log = logging.getLogger("zoo.serving")
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zoo-serve",
+        description="Serve SavedModel exports over TF Serving's gRPC and REST APIs.",
+    )
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (0 picks a free one)")
+    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 turns REST off")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--model_name", help="name of the single served model")
+    p.add_argument("--model_base_path", help="directory holding the model's version folders")
+    p.add_argument(
+        "--model_config_file", help="text-format ModelServerConfig (tensorflow_serving.config)"
+    )
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="how often to look for new versions; 0 loads once")  # fmt: skip
+    p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False)
+    p.add_argument("--batching_parameters_file", help="text-format BatchingParameters")
+    p.add_argument("--max_batch_size", type=int, help="batching: rows per merged call")
+    p.add_argument("--batch_timeout_micros", type=int, help="batching: longest wait for company")
+    p.add_argument("--max_num_load_retries", type=int, default=0, help="accepted for compatibility")
+    p.add_argument(
+        "--grpc_max_message_bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest gRPC request/response, and REST body (default 256 MiB)",
+    )
+    p.add_argument("--grpc_max_threads", type=int, default=16)
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads within one op (0: TensorFlow's default, one per core)")  # fmt: skip
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="ops run at once (0: TensorFlow's default)")  # fmt: skip
+    p.add_argument("--drain_seconds", type=float, default=30.0, help="SIGTERM grace period")
+    return p
+
+
+def parse_model_config(text: str):
+    """A text-format ``ModelServerConfig`` → the core's ``ModelEntry`` list."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        raise ValueError(f"not a text-format ModelServerConfig: {e}") from e
+    return config_to_entries(config)
+
+
+def config_to_entries(config):
+    from zoo.serving.core import ModelEntry
+
+    if config.WhichOneof("config") != "model_config_list":
+        raise ValueError("only model_config_list configs are supported")
+    entries = []
+    for mc in config.model_config_list.config:
+        if mc.model_platform not in ("", "tensorflow"):
+            raise ValueError(f"model {mc.name}: platform {mc.model_platform!r} is not served")
+        policy = mc.model_version_policy
+        which = policy.WhichOneof("policy_choice")
+        entry = ModelEntry(name=mc.name, base_path=mc.base_path, labels=dict(mc.version_labels))
+        if which == "all":
+            entry.policy = "all"
+        elif which == "specific":
+            entry.policy, entry.versions = "specific", tuple(policy.specific.versions)
+        else:
+            entry.num_versions = policy.latest.num_versions or 1
+        entries.append(entry)
+    return entries
+
+
+_BATCHING_FIELD = re.compile(r"(\w+)\s*\{\s*value\s*:\s*([^}\s]+)\s*\}")
+
+
+def parse_batching_parameters(text: str):
+    """TF Serving's text-format ``BatchingParameters`` (``max_batch_size { value: 32 }``, ...).
+
+    Its proto is not part of tensorflow-serving-api, so the few fields that matter are read here.
+    """
+    from zoo.serving.core import BatchingOptions
+
+    known = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches"}
+    values = {}
+    for key, value in _BATCHING_FIELD.findall(text):
+        if key in known:
+            values[key] = int(value)
+    return BatchingOptions(**values)
+
+
+class Server:
+    """The gRPC and REST servers over one model manager."""
+
+    def __init__(self, args):
+        import grpc
+
+        from zoo.serving.core import BatchingOptions, ModelEntry, ModelManager
+        from zoo.serving.grpc_service import add_services
+
+        if args.model_config_file:
+            entries = parse_model_config(Path(args.model_config_file).read_text())
+        else:
+            entries = [
+                ModelEntry(
+                    name=args.model_name, base_path=str(Path(args.model_base_path).resolve())
+                )
+            ]
+        batching = None
+        if args.enable_batching:
+            batching = (
+                parse_batching_parameters(Path(args.batching_parameters_file).read_text())
+                if args.batching_parameters_file
+                else BatchingOptions()
+            )
+            overrides = {
+                k: getattr(args, k)
+                for k in ("max_batch_size", "batch_timeout_micros")
+                if getattr(args, k) is not None
+            }
+            batching = BatchingOptions(**{**batching.__dict__, **overrides})
+        self.manager = ModelManager(
+            entries, poll_wait_seconds=args.file_system_poll_wait_seconds, batching=batching
+        )
+        limit = args.grpc_max_message_bytes
+        self.grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=args.grpc_max_threads),
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+            ],
+        )
+        add_services(self.grpc, self.manager, config_to_entries)
+        self.grpc_port = self.grpc.add_insecure_port(f"{args.host}:{args.port}")
+        if self.grpc_port == 0:
+            raise OSError(f"cannot bind gRPC to {args.host}:{args.port}")
+        self.rest = None
+        if args.rest_api_port:
+            from zoo.serving.rest import RestServer
+
+            self.rest = RestServer(
+                self.manager, args.host, args.rest_api_port, max_body_bytes=limit
+            )
+        self.host = args.host
+        self.drain_seconds = args.drain_seconds
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self.manager.start()
+        self.grpc.start()
+        print(f"Running gRPC ModelServer at {self.host}:{self.grpc_port} ...", flush=True)
+        if self.rest is not None:
+            self.rest.start()
+            print(f"Exporting HTTP/REST API at:{self.host}:{self.rest.port} ...", flush=True)
+
+    def stop(self) -> None:
+        """Stop accepting, finish what is in flight (up to drain_seconds), release the models."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        done = self.grpc.stop(grace=self.drain_seconds)
+        if self.rest is not None:
+            self.rest.stop()
+        done.wait(self.drain_seconds)
+        self.manager.stop()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from zoo.cli_utils import quiet_tensorflow
+
+    quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.model_config_file) == bool(args.model_name or args.model_base_path):
+        parser.error("give --model_name with --model_base_path, or --model_config_file")
+    if args.model_name and not args.model_base_path:
+        parser.error("--model_name needs --model_base_path")
+    if args.model_base_path and not args.model_name:
+        parser.error("--model_base_path needs --model_name")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import tensorflow as tf
+
+    # Before anything runs: TensorFlow fixes its thread pools at first use.
+    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    try:
+        server = Server(args)
+    except (ValueError, OSError) as e:
+        print(f"zoo-serve: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        from zoo.serving.core import ServingError
+
+        if isinstance(e, ServingError):
+            print(f"zoo-serve: error: {e.message}", file=sys.stderr)
+            return 1
+        raise
+
+    def on_signal(signum, frame):
+        log.info("signal %d: draining in-flight requests, then exiting", signum)
+        threading.Thread(target=server.stop, name="shutdown").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    server.wait()
+    # stop() runs in its own thread; wait for the drain to finish before exiting.
+    for t in threading.enumerate():
+        if t.name == "shutdown":
+            t.join()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
