@@ -52,6 +52,9 @@ def _signature_summary(archive_fn_specs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
 def export_model(
     model,
     base_dir: str | os.PathLike,
@@ -84,9 +87,12 @@ def export_model(
     archive.track(model)
     # serving_default first: ExportArchive aliases the first endpoint as the default signature.
     ordered = ["serving_default"] + sorted(k for k in signatures if k != "serving_default")
+    methods = {}
     for sig in ordered:
-        fn, input_signature = signatures[sig]
+        fn, input_signature, *method = signatures[sig]
         archive.add_endpoint(sig, fn, input_signature=list(input_signature))
+        if method and method[0] != PREDICT_METHOD:
+            methods[sig] = method[0]
 
     model_dir = Path(base_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +101,8 @@ def export_model(
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
         archive.write_out(str(tmp), verbose=verbose)
+        if methods:
+            _set_method_names(tmp, methods)
         info = {
             "name": name,
             "registered_name": getattr(model, "zoo_name", name),
@@ -127,6 +135,23 @@ def export_model(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _set_method_names(path: Path, methods: dict[str, str]) -> None:
+    """Mark signatures as TF Serving classify/regress signatures in ``saved_model.pb``.
+
+    TF2 saves every signature with the predict method; TF Serving's Classify and Regress refuse
+    anything else, and TensorFlow's loader ignores the field, so it is set here.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(pb.read_bytes())
+    for meta_graph in saved.meta_graphs:
+        for name, method in methods.items():
+            meta_graph.signature_def[name].method_name = method
+    pb.write_bytes(saved.SerializeToString())
 
 
 def _family_of(model) -> str | None:

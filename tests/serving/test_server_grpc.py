@@ -381,3 +381,37 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path):
     with pytest.raises(grpc.RpcError) as info:
         _predict(stub, "slow", {"x": X4})
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _example(image: np.ndarray):
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={"images": tf.train.Feature(float_list=tf.train.FloatList(value=image.ravel()))}
+        )
+    )
+
+
+def test_classify_returns_every_class_with_its_probability(bases, stubs):
+    from tensorflow_serving.apis import classification_pb2
+
+    root, _ = bases
+    predict, _ = stubs
+    x = np.random.default_rng(5).random((3, 28, 28, 1), dtype=np.float32)
+    req = classification_pb2.ClassificationRequest()
+    req.model_spec.name = "cnn_mnist"
+    req.model_spec.signature_name = "classify"
+    req.input.example_list.examples.extend(_example(img) for img in x)
+    response = predict.Classify(req, timeout=30)
+    local = tf.saved_model.load(str(root / "cnn_mnist" / "1")).signatures["serving_default"]
+    probabilities = local(images=tf.constant(x))["probabilities"].numpy()
+    assert len(response.result.classifications) == 3
+    for i, result in enumerate(response.result.classifications):
+        assert [c.label for c in result.classes] == [str(k) for k in range(10)]
+        np.testing.assert_allclose(
+            [c.score for c in result.classes], probabilities[i], rtol=1e-5, atol=1e-7
+        )
+
+    # Classify on a predict signature is refused, as TF Serving refuses it.
+    req.model_spec.signature_name = "serving_default"
+    code, details = _code(lambda: predict.Classify(req))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensorflow/serving/classify" in details

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -35,7 +35,11 @@ __all__ = [
     "check_image_batch",
 ]
 
-Signature = tuple[Callable[..., dict[str, tf.Tensor]], Sequence[tf.TensorSpec]]
+# (fn, input_signature) or (fn, input_signature, method_name); the method name defaults to
+# TF Serving's predict method. Classification signatures set CLASSIFY_METHOD.
+Signature = tuple
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
 def scale_loss_for_replicas(loss: tf.Tensor) -> tf.Tensor:
@@ -159,7 +163,8 @@ class ZooModel(keras.Model):
 
     # -- serving ------------------------------------------------------------------------------
     def serving_signatures(self) -> dict[str, Signature]:
-        """Signature name → ``(fn, input_signature)``; ``serving_default`` is always present."""
+        """Signature name → ``(fn, input_signature[, method_name])``; ``serving_default`` is
+        always present. Every ``fn`` returns a dict of named outputs."""
         raise NotImplementedError(f"{type(self).__name__} declares no serving signatures")
 
 
@@ -168,7 +173,9 @@ class ZooClassifier(ZooModel):
 
     Serves ``serving_default``: ``images`` (batch, H, W, C) float32 in [0, 1] →
     ``logits``, ``probabilities`` (calibrated softmax, see :func:`calibrated_softmax`) and
-    ``classes`` (int64 argmax).
+    ``classes`` (int64 argmax); and ``classify``, TF Serving's classification signature:
+    serialized ``tf.Example``s with the flattened image under ``images`` → ``classes`` (the class
+    ids as strings) and ``scores`` (their probabilities).
     """
 
     def __init__(
@@ -231,5 +238,27 @@ class ZooClassifier(ZooModel):
                 "classes": tf.argmax(logits, axis=-1),
             }
 
+        size = 1
+        for d in self.image_shape:
+            size *= d
+
+        def classify(inputs):
+            # TF Serving's Classify API: serialized tf.Examples holding the flattened image under
+            # "images"; every class id as a label, with its probability as the score.
+            features = tf.io.parse_example(
+                inputs, {"images": tf.io.FixedLenFeature([size], tf.float32)}
+            )
+            images = tf.reshape(features["images"], (-1, *self.image_shape))
+            scores = self.probabilities(self(images, training=False))
+            labels = tf.strings.as_string(tf.range(self.num_classes))
+            return {
+                "classes": tf.tile(labels[None], [tf.shape(images)[0], 1]),
+                "scores": scores,
+            }
+
         spec = tf.TensorSpec((None, *self.image_shape), tf.float32, name="images")
-        return {"serving_default": (serving_default, [spec])}
+        examples = tf.TensorSpec((None,), tf.string, name="inputs")
+        return {
+            "serving_default": (serving_default, [spec]),
+            "classify": (classify, [examples], CLASSIFY_METHOD),
+        }
