@@ -79,6 +79,9 @@ class BatchingOptions:
     max_batch_size: int = 32
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 1000
+    # Batches in flight at once: one gathers while another computes (TF Serving's default is
+    # also a small pool rather than one thread).
+    num_batch_threads: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
 
 
 class _Batcher:
@@ -95,8 +98,13 @@ class _Batcher:
         self._queue: queue.Queue = queue.Queue(maxsize=options.max_enqueued_batches * 4)
         self._pending: list = []
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._gather_lock = threading.Lock()  # one thread gathers while the others compute
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
+            for i in range(max(1, options.num_batch_threads))
+        ]
+        for t in self._threads:
+            t.start()
 
     def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._stopped:  # a late caller on a retired version: serve it unbatched
@@ -116,7 +124,7 @@ class _Batcher:
 
     def stop(self) -> None:
         self._stopped = True
-        self._queue.put(None)
+        self._queue.put(None)  # each thread that sees it puts it back for the next
 
     @staticmethod
     def _key(item):
@@ -125,36 +133,46 @@ class _Batcher:
     def _next(self, timeout):
         if self._pending:
             return self._pending.pop(0)
-        return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else None
+        if timeout is not None and timeout <= 0:
+            raise queue.Empty  # the deadline passed; None is reserved for the stop sentinel
+        return self._queue.get(timeout=timeout)
 
     def _loop(self) -> None:
+        while True:
+            with self._gather_lock:
+                batch = self._gather()
+            if batch is None:
+                self._queue.put(None)  # let the other batch threads stop too
+                return
+            self._run(batch)
+
+    def _gather(self):
+        """The next batch: the first waiting request plus company, or None when stopped."""
         limit = self._options.max_batch_size
         wait_s = self._options.batch_timeout_micros / 1e6
-        while True:
-            first = self._next(None)
-            if first is None:
-                return
-            batch, rows, key = [first], first["rows"], self._key(first)
-            deadline = time.perf_counter() + wait_s
-            deferred = []
-            while rows < limit:
-                try:
-                    item = self._next(deadline - time.perf_counter())
-                except queue.Empty:
+        first = self._next(None)
+        if first is None:
+            return None
+        batch, rows, key = [first], first["rows"], self._key(first)
+        deadline = time.perf_counter() + wait_s
+        deferred = []
+        while rows < limit:
+            try:
+                item = self._next(deadline - time.perf_counter())
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            if self._key(item) != key or rows + item["rows"] > limit:
+                deferred.append(item)
+                if rows + item["rows"] > limit:
                     break
-                if item is None:
-                    if self._stopped:
-                        self._queue.put(None)  # re-post the stop after this batch
-                    break
-                if self._key(item) != key or rows + item["rows"] > limit:
-                    deferred.append(item)
-                    if rows + item["rows"] > limit:
-                        break
-                    continue
-                batch.append(item)
-                rows += item["rows"]
-            self._pending = deferred + self._pending
-            self._run(batch)
+                continue
+            batch.append(item)
+            rows += item["rows"]
+        self._pending = deferred + self._pending
+        return batch
 
     def _run(self, batch) -> None:
         try:
