@@ -113,7 +113,7 @@ def parse_batching_parameters(text: str):
     """
     from zoo.serving.core import BatchingOptions
 
-    known = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches"}
+    known = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"}
     values = {}
     for key, value in _BATCHING_FIELD.findall(text):
         if key in known:
