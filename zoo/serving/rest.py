@@ -37,11 +37,12 @@ from urllib.parse import unquote, urlsplit
 import grpc
 import numpy as np
 
+from zoo.serving.core import DEFAULT_SIGNATURE, ServingError, check_model_name
+
 log = logging.getLogger("zoo.serving.rest")
 
 __all__ = ["RestServer", "http_status_for"]
 
-DEFAULT_SIGNATURE = "serving_default"
 
 # tensorflow_serving/model_servers/http_rest_api_util.cc (kPredictionApiGegex,
 # kModelStatusApiRegex) and http_rest_api_handler.h (kPathRegex), all case-insensitive.
@@ -54,7 +55,6 @@ _STATUS_RE = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
-_SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _INT64_MAX = 2**63 - 1
 
 # tensorflow_serving/model_servers/http_server.cc, ToHTTPStatusCode().
@@ -84,20 +84,11 @@ def http_status_for(code: grpc.StatusCode) -> int:
     return _HTTP_STATUS.get(code, 500)
 
 
-class _RestError(Exception):
-    """An error of this layer, before the core is reached (same shape as ServingError)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+def _invalid(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def _invalid(message: str) -> _RestError:
-    return _RestError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def _status_string(err: _RestError) -> str:
+def _status_string(err: ServingError) -> str:
     """``Status::ToString()``: ``INVALID_ARGUMENT: message``."""
     return f"{err.code.name}: {err.message}"
 
@@ -163,17 +154,17 @@ class _Leaf:
             self.kind = "string"
             self.np_dtype = np.dtype(object)
         else:
-            raise _RestError(
+            raise ServingError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"Conversion of JSON values to type: {self.type_name}",
             )
 
-    def type_error(self, v: Any) -> _RestError:
+    def type_error(self, v: Any) -> ServingError:
         return _invalid(
             f"JSON Value: {_js(v)} Type: {_json_type(v)} is not of expected type: {self.type_name}"
         )
 
-    def lossy(self, v: Any) -> _RestError:
+    def lossy(self, v: Any) -> ServingError:
         return _invalid(
             f"Cannot convert JSON value: {_js(v)} to {self.type_name} without loss of precision."
         )
@@ -322,7 +313,7 @@ def _inputs_from_instances(instances: list, specs: dict, leaves: dict) -> dict[s
             for name, value in elem.items():
                 try:
                     add(value, name)
-                except _RestError as e:
+                except ServingError as e:
                     raise _invalid(
                         f"Failed to process element: {i} key: {name} of 'instances' list. "
                         f"Error: {_status_string(e)}"
@@ -337,7 +328,7 @@ def _inputs_from_instances(instances: list, specs: dict, leaves: dict) -> dict[s
                 raise _invalid(f"Expecting value/list but got object at item {i} of input list")
             try:
                 add(elem, names[0])
-            except _RestError as e:
+            except ServingError as e:
                 raise _invalid(
                     f"Failed to process element: {i} of 'instances' list. "
                     f"Error: {_status_string(e)}"
@@ -398,7 +389,7 @@ def _predict_inputs(doc: dict, specs: dict, signature: str) -> tuple[dict, str]:
             return _inputs_from_instances(instances, specs, leaves), "row"
         if has_inputs:
             return _inputs_from_columns(doc["inputs"], specs, leaves), "columnar"
-    except _RestError as e:
+    except ServingError as e:
         if e.code != grpc.StatusCode.INVALID_ARGUMENT:
             raise
         raise _invalid(
@@ -630,7 +621,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         try:
             if not _V1_RE.fullmatch(path):
-                raise _RestError(grpc.StatusCode.NOT_FOUND, f"Not found: {self.command} {path}")
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {self.command} {path}")
             status, result = self._route(self.command, path, body)
         except Exception as e:  # noqa: BLE001 - every error becomes a status; the server stays up
             code = getattr(e, "code", None)
@@ -652,7 +643,7 @@ class _Handler(BaseHTTPRequestHandler):
             name, version, label = _model_info(*m.group(1, 2, 3))
             verb = m.group(4).lower()
             if verb != "predict":
-                raise _RestError(
+                raise ServingError(
                     grpc.StatusCode.UNIMPLEMENTED,
                     f"':{verb}' is not supported by this server's REST API; use ':predict' "
                     f"(or the gRPC PredictionService)",
@@ -741,12 +732,7 @@ def _parse_json(body: bytes) -> dict:
 
 def _model_info(name: str, version: str | None, label: str | None):
     """ParseModelInfo: URL-decode name and label, parse the version, refuse unsafe names."""
-    name = unquote(name)
-    if not _SAFE_NAME_RE.fullmatch(name) or ".." in name:
-        raise _invalid(
-            f"Invalid model name {name!r}: a model name may only hold letters, digits, '_', '-' "
-            f"and '.' (no path characters)"
-        )
+    name = check_model_name(unquote(name))
     parsed_version = None
     if version:
         if len(version) > 19 or int(version) > _INT64_MAX:
