@@ -132,7 +132,7 @@ def main() -> None:
                 _time(lambda: stub.Predict(req), args.calls)
             )
         with ServerProcess(*model_args, "--enable_batching", "--max_batch_size", "8",
-                           "--batch_timeout_micros", "1000", rest=False) as server:  # fmt: skip
+                           "--batch_timeout_micros", "3000", rest=False) as server:  # fmt: skip
             batched = _throughput(server.target, args.clients, args.seconds)
 
     b1, g1 = results["in_process_batch1"]["p50_ms"], results["grpc_batch1"]["p50_ms"]

@@ -14,10 +14,10 @@ directory's contents change.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-import queue
 import re
 import threading
 import time
@@ -79,143 +79,100 @@ class BatchingOptions:
     max_batch_size: int = 32
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 1000
-    # Batches in flight at once: one gathers while another computes (TF Serving's default is
-    # also a small pool rather than one thread).
+    # Accepted from batching parameters files for compatibility: batches here run concurrently on
+    # the server's model executor, whose size is --grpc_max_threads.
     num_batch_threads: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
 
 
 class _Batcher:
     """Merges concurrent requests to one signature into calls of up to ``max_batch_size`` rows.
 
-    The first request of a batch waits at most ``batch_timeout_micros`` for company; requests
-    whose non-batch dimensions differ from the batch's are left for the next batch. Each caller
-    gets its own rows back.
+    Runs on the server's asyncio loop: a request waits at most ``batch_timeout_micros`` for
+    company, requests are grouped by their non-batch shapes, and the merged call runs on the
+    model executor, so the loop keeps gathering the next batch meanwhile. Each caller gets its own
+    rows back.
     """
 
-    def __init__(self, fn, options: BatchingOptions, name: str):
-        self._fn = fn
-        self._options = options
-        self._queue: queue.Queue = queue.Queue(maxsize=options.max_enqueued_batches * 4)
-        self._pending: list = []
-        self._stopped = False
-        self._gather_lock = threading.Lock()  # one thread gathers while the others compute
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
-            for i in range(max(1, options.num_batch_threads))
-        ]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._stopped:  # a late caller on a retired version: serve it unbatched
-            return self._fn(inputs)
-        rows = next(iter(inputs.values())).shape[0]
-        item = {"inputs": inputs, "rows": rows, "done": threading.Event(), "out": None, "err": None}
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full as e:
-            raise ServingError(
-                grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue is full"
-            ) from e
-        item["done"].wait()
-        if item["err"] is not None:
-            raise item["err"]
-        return item["out"]
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._queue.put(None)  # each thread that sees it puts it back for the next
+    def __init__(self, fn, options: BatchingOptions, loop, executor):
+        self._fn, self._options, self._loop, self._executor = fn, options, loop, executor
+        self._pending: dict[tuple, list] = {}
+        self._rows: dict[tuple, int] = {}
+        self._timers: dict[tuple, asyncio.TimerHandle] = {}
+        self._queued_rows = 0
 
     @staticmethod
-    def _key(item):
-        return tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(item["inputs"].items()))
+    def _key(inputs):
+        return tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(inputs.items()))
 
-    def _next(self, timeout):
-        if self._pending:
-            return self._pending.pop(0)
-        if timeout is not None and timeout <= 0:
-            raise queue.Empty  # the deadline passed; None is reserved for the stop sentinel
-        return self._queue.get(timeout=timeout)
+    async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        opts = self._options
+        rows = next(iter(inputs.values())).shape[0]
+        if self._queued_rows + rows > opts.max_batch_size * opts.max_enqueued_batches:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue is full")
+        key = self._key(inputs)
+        if self._pending.get(key) and self._rows[key] + rows > opts.max_batch_size:
+            self._flush(key)  # this request would overflow the open batch: close it first
+        future = self._loop.create_future()
+        self._pending.setdefault(key, []).append((inputs, rows, future))
+        self._rows[key] = self._rows.get(key, 0) + rows
+        self._queued_rows += rows
+        if self._rows[key] >= opts.max_batch_size:
+            self._flush(key)
+        elif key not in self._timers:
+            self._timers[key] = self._loop.call_later(
+                opts.batch_timeout_micros / 1e6, self._flush, key
+            )
+        return await future
 
-    def _loop(self) -> None:
-        while True:
-            with self._gather_lock:
-                batch = self._gather()
-            if batch is None:
-                self._queue.put(None)  # let the other batch threads stop too
-                return
-            self._run(batch)
+    def _flush(self, key) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        items = self._pending.pop(key, [])
+        self._rows.pop(key, None)
+        if items:
+            self._loop.create_task(self._run(items))
 
-    def _gather(self):
-        """The next batch: the first waiting request plus company, or None when stopped."""
-        limit = self._options.max_batch_size
-        wait_s = self._options.batch_timeout_micros / 1e6
-        first = self._next(None)
-        if first is None:
-            return None
-        batch, rows, key = [first], first["rows"], self._key(first)
-        deadline = time.perf_counter() + wait_s
-        deferred = []
-        while rows < limit:
-            try:
-                item = self._next(deadline - time.perf_counter())
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)  # stop after this batch
-                break
-            if self._key(item) != key or rows + item["rows"] > limit:
-                deferred.append(item)
-                if rows + item["rows"] > limit:
-                    break
-                continue
-            batch.append(item)
-            rows += item["rows"]
-        self._pending = deferred + self._pending
-        return batch
-
-    def _run(self, batch) -> None:
+    async def _run(self, items) -> None:
+        self._queued_rows -= sum(rows for _, rows, _ in items)
         try:
-            if len(batch) == 1:
-                outs = self._fn(batch[0]["inputs"])
+            if len(items) == 1:
+                merged = items[0][0]
             else:
-                merged = {
-                    k: np.concatenate([b["inputs"][k] for b in batch]) for k in batch[0]["inputs"]
-                }
-                outs = self._fn(merged)
-                start = 0
-                for b in batch:
-                    stop = start + b["rows"]
-                    b["out"] = {k: v[start:stop] for k, v in outs.items()}
-                    start = stop
-            if len(batch) == 1:
-                batch[0]["out"] = outs
+                merged = {k: np.concatenate([i[0][k] for i in items]) for k in items[0][0]}
+            outs = await self._loop.run_in_executor(self._executor, self._fn, merged)
         except Exception as e:  # noqa: BLE001 - each caller gets the error
-            for b in batch:
-                b["err"] = e
-        for b in batch:
-            b["done"].set()
+            for _, _, future in items:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        start = 0
+        for _, rows, future in items:
+            if not future.done():
+                future.set_result({k: v[start : start + rows] for k, v in outs.items()})
+            start += rows
 
 
 class Servable:
     """One loaded version of one model: its signatures, their specs, and thread-safe calls."""
 
     def __init__(self, name: str, version: int, path: str | os.PathLike,
-                 batching: BatchingOptions | None = None):  # fmt: skip
+                 batching: BatchingOptions | None = None, loop=None, executor=None):  # fmt: skip
+        """``loop``/``executor``: the server's asyncio loop and the executor model calls run on.
+        Without a loop, calls run directly in the caller's thread and batching is off."""
         self.name, self.version, self.path = name, int(version), str(path)
         self._loaded = tf.saved_model.load(self.path)
         self._fns = dict(self._loaded.signatures)
         self._inputs = {k: dict(f.structured_input_signature[1]) for k, f in self._fns.items()}
         self._outputs = {k: dict(f.structured_outputs) for k, f in self._fns.items()}
         self._signature_defs = _read_signature_defs(self.path)
+        self._loop, self._executor = loop, executor
         self._batchers: dict[str, _Batcher] = {}
-        if batching is not None:
+        if batching is not None and loop is not None:
             for sig in self._fns:
                 if self._batchable(sig):
                     self._batchers[sig] = _Batcher(
-                        lambda inputs, sig=sig: self._call(sig, inputs),
-                        batching,
-                        f"{name}-{version}-{sig}",
+                        lambda inputs, sig=sig: self._call(sig, inputs), batching, loop, executor
                     )
         self.inflight = 0
         self._lock = threading.Lock()
@@ -309,9 +266,7 @@ class Servable:
             ) from e
         return {k: v.numpy() for k, v in outputs.items()}
 
-    def run(self, signature: str, inputs: dict[str, np.ndarray],
-            output_filter: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
-        """Validate ``inputs`` against the signature, run it (batched if enabled), filter."""
+    def _prepare(self, signature, inputs, output_filter):
         signature = signature or DEFAULT_SIGNATURE
         inputs = self._validate(signature, inputs)
         if output_filter:
@@ -322,11 +277,41 @@ class Servable:
                     f"output_filter names {unknown}, which signature {signature!r} does not "
                     f"output; it outputs {sorted(self._outputs[signature])}",
                 )
+        return signature, inputs
+
+    @staticmethod
+    def _filter(outputs, output_filter):
+        return {k: outputs[k] for k in output_filter} if output_filter else outputs
+
+    async def run_async(self, signature: str, inputs: dict[str, np.ndarray],
+                        output_filter: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+        """:meth:`run` on the server's loop: batched if enabled, the model call off the loop."""
+        signature, inputs = self._prepare(signature, inputs, output_filter)
         batcher = self._batchers.get(signature)
-        outputs = batcher.submit(inputs) if batcher else self._call(signature, inputs)
-        if output_filter:
-            outputs = {k: outputs[k] for k in output_filter}
-        return outputs
+        if batcher is not None:
+            outputs = await batcher.submit(inputs)
+        else:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._call, signature, inputs)
+        return self._filter(outputs, output_filter)
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray],
+            output_filter: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+        """Validate ``inputs`` against the signature, run it (batched if enabled), filter.
+
+        Thread-safe; from a thread other than the server's loop (REST), the call joins the same
+        batches as gRPC requests.
+        """
+        if self._loop is not None and self._loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not self._loop:
+                coro = self.run_async(signature, inputs, output_filter)
+                return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        signature, inputs = self._prepare(signature, inputs, output_filter)
+        return self._filter(self._call(signature, inputs), output_filter)
 
     def warmup(self) -> None:
         """One call per signature, so the first real request pays no tracing or allocation."""
@@ -366,8 +351,8 @@ class Servable:
             return self._idle.wait_for(lambda: self.inflight == 0, timeout=timeout)
 
     def close(self) -> None:
-        for b in self._batchers.values():
-            b.stop()
+        """Drop the model's batchers; a late caller is served unbatched."""
+        self._batchers = {}
 
 
 def _read_signature_defs(path: str) -> dict:
@@ -418,12 +403,13 @@ class ModelManager:
     """Loads, serves and retires the versions of every configured model."""
 
     def __init__(self, entries: list[ModelEntry], *, poll_wait_seconds: float = 1.0,
-                 batching: BatchingOptions | None = None):  # fmt: skip
+                 batching: BatchingOptions | None = None, loop=None, executor=None):  # fmt: skip
         self._lock = threading.RLock()
         self._entries: dict[str, ModelEntry] = {}
         self._versions: dict[str, dict[int, _Version]] = {}
         self._poll_wait = poll_wait_seconds
         self._batching = batching
+        self._loop, self._executor = loop, executor
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.set_config(entries)
@@ -513,7 +499,9 @@ class ModelManager:
                 # else: unloaded cleanly and wanted again (a config reload), or fixed on disk
             self._versions[entry.name][version] = _Version("LOADING")
         try:
-            servable = Servable(entry.name, version, path, self._batching)
+            servable = Servable(
+                entry.name, version, path, self._batching, self._loop, self._executor
+            )
             servable.warmup()
         except Exception as e:  # noqa: BLE001 - a bad version must not take the server down
             message = (

@@ -8,6 +8,7 @@ any TF Serving client talks to this server unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -31,10 +32,6 @@ log = logging.getLogger("zoo.serving")
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str):
-    context.abort(code, message)
-
-
 def _version_choice(spec) -> tuple[int | None, str | None]:
     choice = spec.WhichOneof("version_choice")
     if choice == "version":
@@ -47,16 +44,16 @@ def _version_choice(spec) -> tuple[int | None, str | None]:
 def _guard(method):
     """Turn ServingError into its status and any other failure into INTERNAL, per request."""
 
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
         except ServingError as e:
-            _abort(context, e.code, e.message)
+            await context.abort(e.code, e.message)
         except Exception as e:  # noqa: BLE001 - the server stays up
-            if isinstance(e, grpc.RpcError) or context.code() is not None:
-                raise
             log.exception("%s failed", method.__name__)
-            _abort(context, grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
 
     wrapper.__name__ = method.__name__
     return wrapper
@@ -67,7 +64,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.manager = manager
 
     @_guard
-    def Predict(self, request, context):
+    async def Predict(self, request, context):
         spec = request.model_spec
         version, label = _version_choice(spec)
         signature = spec.signature_name or DEFAULT_SIGNATURE
@@ -78,7 +75,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"Malformed input tensor: {e}"
             ) from e
         with self.manager.acquire(spec.name, version, label) as servable:
-            outputs = servable.run(signature, inputs, list(request.output_filter) or None)
+            outputs = await servable.run_async(
+                signature, inputs, list(request.output_filter) or None
+            )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = servable.version
@@ -88,7 +87,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @_guard
-    def Classify(self, request, context):
+    async def Classify(self, request, context):
         """Classification signatures: serialized tf.Examples in, ``classes``/``scores`` out."""
         spec = request.model_spec
         version, label = _version_choice(spec)
@@ -105,7 +104,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 )
             examples = _serialized_examples(request.input)
             (input_key,) = servable.input_specs(signature)
-            outputs = servable.run(signature, {input_key: examples})
+            outputs = await servable.run_async(signature, {input_key: examples})
         response = classification_pb2.ClassificationResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = servable.version
@@ -127,7 +126,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @_guard
-    def GetModelMetadata(self, request, context):
+    async def GetModelMetadata(self, request, context):
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
             raise ServingError(
@@ -172,7 +171,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self._config_to_entries = config_to_entries
 
     @_guard
-    def GetModelStatus(self, request, context):
+    async def GetModelStatus(self, request, context):
         spec = request.model_spec
         version, label = _version_choice(spec)
         if label is not None:
@@ -186,11 +185,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     @_guard
-    def HandleReloadConfigRequest(self, request, context):
+    async def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
         try:
             entries = self._config_to_entries(request.config)
-            self.manager.set_config(entries)
+            # Loading models takes seconds: off the loop, so requests keep being served.
+            await asyncio.get_running_loop().run_in_executor(None, self.manager.set_config, entries)
         except (ServingError, ValueError) as e:
             code = e.code if isinstance(e, ServingError) else grpc.StatusCode.INVALID_ARGUMENT
             response.status.error_code = code.value[0]
@@ -198,7 +198,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def add_services(server: grpc.Server, manager: ModelManager, config_to_entries) -> None:
+def add_services(server, manager: ModelManager, config_to_entries) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(manager), server
     )

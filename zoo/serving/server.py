@@ -122,9 +122,16 @@ def parse_batching_parameters(text: str):
 
 
 class Server:
-    """The gRPC and REST servers over one model manager."""
+    """The gRPC (``grpc.aio``) and REST servers over one model manager.
+
+    One asyncio loop, in its own thread, runs the gRPC services and the batchers; model calls run
+    on an executor of ``--grpc_max_threads`` threads. REST requests, served by threads, join the
+    same loop, so both protocols share batches.
+    """
 
     def __init__(self, args):
+        import asyncio
+
         import grpc
 
         from zoo.serving.core import BatchingOptions, ModelEntry, ModelManager
@@ -133,11 +140,8 @@ class Server:
         if args.model_config_file:
             entries = parse_model_config(Path(args.model_config_file).read_text())
         else:
-            entries = [
-                ModelEntry(
-                    name=args.model_name, base_path=str(Path(args.model_base_path).resolve())
-                )
-            ]
+            base = str(Path(args.model_base_path).resolve())
+            entries = [ModelEntry(name=args.model_name, base_path=base)]
         batching = None
         if args.enable_batching:
             batching = (
@@ -151,19 +155,34 @@ class Server:
                 if getattr(args, k) is not None
             }
             batching = BatchingOptions(**{**batching.__dict__, **overrides})
+        self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self.loop.run_forever, name="serving-loop", daemon=True
+        )
+        self._loop_thread.start()
+        self.executor = futures.ThreadPoolExecutor(
+            max_workers=args.grpc_max_threads, thread_name_prefix="model"
+        )
         self.manager = ModelManager(
-            entries, poll_wait_seconds=args.file_system_poll_wait_seconds, batching=batching
+            entries,
+            poll_wait_seconds=args.file_system_poll_wait_seconds,
+            batching=batching,
+            loop=self.loop,
+            executor=self.executor,
         )
         limit = args.grpc_max_message_bytes
-        self.grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=args.grpc_max_threads),
-            options=[
-                ("grpc.max_send_message_length", limit),
-                ("grpc.max_receive_message_length", limit),
-            ],
-        )
-        add_services(self.grpc, self.manager, config_to_entries)
-        self.grpc_port = self.grpc.add_insecure_port(f"{args.host}:{args.port}")
+
+        async def make_grpc_server():
+            server = grpc.aio.server(
+                options=[
+                    ("grpc.max_send_message_length", limit),
+                    ("grpc.max_receive_message_length", limit),
+                ]
+            )
+            add_services(server, self.manager, config_to_entries)
+            return server, server.add_insecure_port(f"{args.host}:{args.port}")
+
+        self.grpc, self.grpc_port = self._on_loop(make_grpc_server())
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC to {args.host}:{args.port}")
         self.rest = None
@@ -176,10 +195,17 @@ class Server:
         self.host = args.host
         self.drain_seconds = args.drain_seconds
         self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+
+    def _on_loop(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def start(self) -> None:
         self.manager.start()
-        self.grpc.start()
+        self._on_loop(self.grpc.start())
         print(f"Running gRPC ModelServer at {self.host}:{self.grpc_port} ...", flush=True)
         if self.rest is not None:
             self.rest.start()
@@ -187,14 +213,19 @@ class Server:
 
     def stop(self) -> None:
         """Stop accepting, finish what is in flight (up to drain_seconds), release the models."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
-        done = self.grpc.stop(grace=self.drain_seconds)
-        if self.rest is not None:
-            self.rest.stop()
-        done.wait(self.drain_seconds)
-        self.manager.stop()
+        with self._stop_lock:  # a second signal during the drain does not start another stop
+            if self._stopping:
+                return
+            self._stopping = True
+        try:
+            if self.rest is not None:
+                self.rest.stop()
+            self._on_loop(self.grpc.stop(grace=self.drain_seconds))  # drains in-flight RPCs
+            self.manager.stop()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.executor.shutdown(wait=True)
+        finally:
+            self._stopped.set()
 
     def wait(self) -> None:
         self._stopped.wait()
