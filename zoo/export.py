@@ -26,6 +26,9 @@ from typing import Any
 __all__ = ["export_model", "next_version", "existing_versions", "main", "ExportError"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# SignatureDef method names TF Serving dispatches on (Predict vs Classify).
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
 class ExportError(RuntimeError):
@@ -50,9 +53,6 @@ def _signature_summary(archive_fn_specs: dict[str, Any]) -> dict[str, Any]:
         name: [{"name": s.name, "dtype": s.dtype.name, "shape": s.shape.as_list()} for s in specs]
         for name, specs in archive_fn_specs.items()
     }
-
-
-PREDICT_METHOD = "tensorflow/serving/predict"
 
 
 def export_model(

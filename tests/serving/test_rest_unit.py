@@ -102,7 +102,7 @@ class FakeServable:
         return out
 
     def run(self, signature, inputs, output_filter=None):
-        assert self.manager.inflight > 0, "run() outside manager.track()"
+        assert self.manager.inflight > 0, "run() outside manager.acquire()"
         specs = self.input_specs(signature)
         if set(inputs) != set(specs):
             raise ServingError(INVALID, f"keys {sorted(inputs)}; expected {sorted(specs)}")

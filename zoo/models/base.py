@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from zoo.export import CLASSIFY_METHOD
 from zoo.registry import InvalidConfigError
 
 __all__ = [
@@ -38,8 +39,6 @@ __all__ = [
 # (fn, input_signature) or (fn, input_signature, method_name); the method name defaults to
 # TF Serving's predict method. Classification signatures set CLASSIFY_METHOD.
 Signature = tuple
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
 def scale_loss_for_replicas(loss: tf.Tensor) -> tf.Tensor:

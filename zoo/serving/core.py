@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,6 @@ __all__ = [
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_SIGNATURE = "serving_default"
-_UNLOAD_GRACE_S = 1.0
 
 
 class ServingError(Exception):
@@ -79,9 +77,6 @@ class BatchingOptions:
     max_batch_size: int = 32
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 1000
-    # Accepted from batching parameters files for compatibility: batches here run concurrently on
-    # the server's model executor, whose size is --grpc_max_threads.
-    num_batch_threads: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
 
 
 class _Batcher:
@@ -338,14 +333,6 @@ class Servable:
             if self.inflight == 0:
                 self._idle.notify_all()
 
-    @contextlib.contextmanager
-    def in_flight(self) -> Iterator[None]:
-        self._enter()
-        try:
-            yield
-        finally:
-            self._exit()
-
     def wait_idle(self, timeout: float | None = None) -> bool:
         with self._lock:
             return self._idle.wait_for(lambda: self.inflight == 0, timeout=timeout)
@@ -531,10 +518,8 @@ class ModelManager:
             servable = record.servable
 
         def finish():
-            servable.wait_idle()  # in-flight requests finish on the old version
-            # A caller that resolved just before the switch may not have entered yet: give it a
-            # moment before the batchers stop (acquire() closes that gap; track() narrows it).
-            time.sleep(_UNLOAD_GRACE_S)
+            # acquire() resolves under the same lock that marked the version UNLOADING, so no
+            # request enters after this point: waiting for the ones in flight is enough.
             servable.wait_idle()
             servable.close()
             with self._lock:
@@ -603,12 +588,6 @@ class ModelManager:
             yield servable
         finally:
             servable._exit()
-
-    @contextlib.contextmanager
-    def track(self, servable: Servable) -> Iterator[None]:
-        """Mark a request in flight on ``servable`` (its version is unloaded only when idle)."""
-        with servable.in_flight():
-            yield
 
     def status(self, name: str, version: int | None = None) -> list[tuple[int, str, int, str]]:
         """(version, state, error_code, error_message) for GetModelStatus, newest first."""

@@ -25,11 +25,10 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
+from zoo.export import CLASSIFY_METHOD
 from zoo.serving.core import DEFAULT_SIGNATURE, ModelManager, ServingError
 
 log = logging.getLogger("zoo.serving")
-
-CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
 def _version_choice(spec) -> tuple[int | None, str | None]:

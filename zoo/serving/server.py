@@ -113,7 +113,9 @@ def parse_batching_parameters(text: str):
     """
     from zoo.serving.core import BatchingOptions
 
-    known = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"}
+    # Other fields (num_batch_threads, ...) are accepted and ignored: batches here run on the
+    # model executor, sized by --grpc_max_threads.
+    known = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches"}
     values = {}
     for key, value in _BATCHING_FIELD.findall(text):
         if key in known:
@@ -271,11 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
-    server.wait()
-    # stop() runs in its own thread; wait for the drain to finish before exiting.
-    for t in threading.enumerate():
-        if t.name == "shutdown":
-            t.join()
+    server.wait()  # returns once stop() has drained everything
     return 0
 
 
