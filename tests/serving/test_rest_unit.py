@@ -599,6 +599,61 @@ def test_client_tensor_round_trip():
     assert text.tolist() == ["é".encode(), b"b"]
 
 
+@pytest.mark.parametrize(
+    "dtype",
+    ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+     "uint32", "uint64", "bool", "complex64", "complex128"],
+)  # fmt: skip
+def test_client_fast_tensor_codec_matches_tensorflow(dtype):
+    """The fast numeric path builds the very proto tf.make_tensor_proto builds, and decodes
+    TF's protos (raw tensor_content or typed value lists) as tf.make_ndarray does."""
+    from zoo.serving import client
+
+    rng = np.random.default_rng(0)
+    for shape in [(2, 3), (1, 28, 28, 1), (0, 3), (1,), ()]:
+        arr = (rng.random(shape) * 100 - 50).astype(dtype)
+        assert client.to_tensor_proto(arr) == tf.make_tensor_proto(arr)
+        back = client.to_ndarray(tf.make_tensor_proto(arr))
+        assert back.dtype == arr.dtype and back.shape == arr.shape and (back == arr).all()
+        assert back.flags.writeable  # a copy, not a view of the request's bytes
+    truncated = tf.make_tensor_proto(np.zeros((4, 4), np.float32))
+    truncated.tensor_content = truncated.tensor_content[:-4]
+    with pytest.raises(Exception):  # noqa: B017 - TF's own error for a malformed proto
+        client.to_ndarray(truncated)
+
+
+def test_model_executor_runs_lone_calls_inline_and_concurrent_calls_on_the_pool():
+    import asyncio
+    import threading
+
+    from zoo.serving.core import ModelExecutor
+
+    executor = ModelExecutor(max_workers=2)
+    threads = []
+
+    def call(seconds):
+        threads.append(threading.current_thread().name)
+        time.sleep(seconds)
+        return seconds
+
+    async def scenario():
+        for _ in range(3):  # sparse: one at a time, with gaps
+            assert await executor.run(call, 0.002) == 0.002
+            await asyncio.sleep(0.01)
+        sparse = list(threads)
+        threads.clear()
+        results = await asyncio.gather(*(executor.run(call, 0.01) for _ in range(4)))
+        return sparse, results
+
+    try:
+        sparse, results = asyncio.run(scenario())
+    finally:
+        executor.shutdown()
+    assert sparse == ["MainThread"] * 3
+    assert results == [0.01] * 4
+    assert sum(name.startswith("model") for name in threads) >= 3  # the rest ran on the pool
+
+
 def test_client_channels_are_cached_per_target():
     from zoo.serving import client
 

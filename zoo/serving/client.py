@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 from typing import Any
@@ -95,11 +96,39 @@ def _channel(target) -> grpc.Channel:
     return target if isinstance(target, grpc.Channel) else channel(str(target))
 
 
+# Numeric dtypes whose TensorProto is the raw bytes in ``tensor_content`` (as
+# tf.make_tensor_proto writes them): encoded and decoded here without TF's per-call checks.
+_RAW_DTYPES = {
+    np.dtype(n): code
+    for n, code in (
+        ("float32", 1), ("float64", 2), ("int32", 3), ("uint8", 4), ("int16", 5), ("int8", 6),
+        ("complex64", 8), ("int64", 9), ("bool", 10), ("uint16", 17), ("complex128", 18),
+        ("float16", 19), ("uint32", 22), ("uint64", 23),
+    )
+}  # fmt: skip
+_RAW_CODES = {code: dtype for dtype, code in _RAW_DTYPES.items()}
+# tf.make_tensor_proto writes these as typed value lists instead; encoding goes through it.
+_LIST_ENCODED = {np.dtype(n) for n in ("bool", "uint16", "complex64", "complex128")}
+
+
 def to_tensor_proto(value) -> Any:
-    """A numpy array (or anything ``np.asarray`` takes) as a ``TensorProto``."""
+    """A numpy array (or anything ``np.asarray`` takes) as a ``TensorProto``.
+
+    The same proto ``tf.make_tensor_proto`` builds; numeric arrays take a fast path.
+    """
+    arr = np.asarray(value)
+    code = _RAW_DTYPES.get(arr.dtype) if sys.byteorder == "little" else None
+    if code is not None and arr.size > 1 and arr.dtype not in _LIST_ENCODED:
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in arr.shape]
+        return tensor_pb2.TensorProto(
+            dtype=code,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
+            tensor_content=np.ascontiguousarray(arr).tobytes(),
+        )
     import tensorflow as tf
 
-    arr = np.asarray(value)
     if arr.dtype.kind == "U":  # text: DT_STRING holds bytes
         arr = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(arr)
     return tf.make_tensor_proto(arr)
@@ -107,9 +136,14 @@ def to_tensor_proto(value) -> Any:
 
 def to_ndarray(proto) -> np.ndarray:
     """A ``TensorProto`` as a numpy array (DT_STRING as an object array of bytes)."""
+    dtype = _RAW_CODES.get(proto.dtype) if sys.byteorder == "little" else None
+    if dtype is not None and proto.tensor_content:
+        shape = [d.size for d in proto.tensor_shape.dim]
+        if math.prod(shape) * dtype.itemsize == len(proto.tensor_content):
+            return np.frombuffer(proto.tensor_content, dtype).reshape(shape).copy()
     import tensorflow as tf
 
-    return tf.make_ndarray(proto)
+    return tf.make_ndarray(proto)  # other encodings (float_val, ...) and the malformed cases
 
 
 def _model_spec(

@@ -13,7 +13,6 @@ import logging
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -26,6 +25,7 @@ from tensorflow_serving.apis import (
 )
 
 from zoo.export import CLASSIFY_METHOD
+from zoo.serving.client import to_ndarray, to_tensor_proto
 from zoo.serving.core import DEFAULT_SIGNATURE, ModelManager, ServingError
 
 log = logging.getLogger("zoo.serving")
@@ -68,7 +68,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         version, label = _version_choice(spec)
         signature = spec.signature_name or DEFAULT_SIGNATURE
         try:
-            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
         except Exception as e:  # noqa: BLE001 - a malformed TensorProto
             raise ServingError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"Malformed input tensor: {e}"
@@ -82,7 +82,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature
         for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[key].CopyFrom(to_tensor_proto(value))
         return response
 
     @_guard

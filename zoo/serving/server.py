@@ -16,7 +16,6 @@ import re
 import signal
 import sys
 import threading
-from concurrent import futures
 from pathlib import Path
 
 __all__ = ["main", "build_parser", "parse_model_config", "parse_batching_parameters", "Server"]
@@ -136,7 +135,7 @@ class Server:
 
         import grpc
 
-        from zoo.serving.core import BatchingOptions, ModelEntry, ModelManager
+        from zoo.serving.core import BatchingOptions, ModelEntry, ModelExecutor, ModelManager
         from zoo.serving.grpc_service import add_services
 
         if args.model_config_file:
@@ -162,9 +161,7 @@ class Server:
             target=self.loop.run_forever, name="serving-loop", daemon=True
         )
         self._loop_thread.start()
-        self.executor = futures.ThreadPoolExecutor(
-            max_workers=args.grpc_max_threads, thread_name_prefix="model"
-        )
+        self.executor = ModelExecutor(max_workers=args.grpc_max_threads)
         self.manager = ModelManager(
             entries,
             poll_wait_seconds=args.file_system_poll_wait_seconds,
