@@ -56,7 +56,9 @@ class ModelSpec:
         dataset: the dataset the model is trained on by default (a ``zoo.data`` name).
         paper: the paper file in ``shared/papers/`` the model implements, if any.
         description: one line for listings.
-        training: default training settings for ``zoo-train`` (epochs, batch_size, eval_split).
+        training: default training settings for ``zoo-train`` (epochs, batch_size, eval_split,
+            train_split, class_balanced: train on batches with every class equally often,
+            interleaved, as models that train one network per class need).
         weights: weights-manifest tags available for this model (see ``zoo.weights``).
     """
 
@@ -101,7 +103,13 @@ def build_model(spec: ModelSpec, config: Mapping[str, Any]) -> Any:
 
 # Training defaults every model gets unless its registration says otherwise.
 DEFAULT_TRAINING = MappingProxyType(
-    {"epochs": 10, "batch_size": 128, "eval_split": "test", "train_split": "train"}
+    {
+        "epochs": 10,
+        "batch_size": 128,
+        "eval_split": "test",
+        "train_split": "train",
+        "class_balanced": False,
+    }
 )
 
 

@@ -312,6 +312,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         num_examples=cfg.train_examples,
         repeat=True,
         drop_remainder=True,
+        class_balanced=spec.training["class_balanced"],
     )
     n_train = zoo.data.num_examples_of(dataset, train_split, cfg.data_dir, cfg.train_examples)
     steps_per_epoch = cfg.steps_per_epoch or max(1, n_train // batch_size)
@@ -369,6 +370,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             save_weights_only=True,
         ),
         nan_stop,
+        *model.training_callbacks(),
         *cfg.callbacks,
     ]
     if chief:

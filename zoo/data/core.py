@@ -206,6 +206,7 @@ def load(
     cache: bool = True,
     download: bool = True,
     data_seed: int = 0,
+    class_balanced: bool = False,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(features, labels)`` for a zoo or TFDS dataset.
 
@@ -224,6 +225,11 @@ def load(
         download: allow a download when the data is missing and the network answers.
         data_seed: which draw of a procedural dataset to generate (``seed`` only orders it), so
             the ``digits`` test set stays the same whatever the shuffle seed.
+        class_balanced: batches with every class equally often, interleaved (labels
+            ``0, 1, …, K−1, 0, 1, …``), each class drawn from its own shuffled, repeated stream;
+            for models that train one network per class (ABS). Needs ``repeat=True`` and a
+            ``batch_size`` that is a multiple of the number of classes; a contiguous slice of a
+            batch whose size is a multiple of it (one replica's share) is balanced too.
 
     Raises:
         UnknownDatasetError: the name is neither a zoo nor a TFDS dataset.
@@ -250,6 +256,8 @@ def load(
     else:
         check_dataset_name(name)
         data = tfds_source(name, split, data_dir, download)
+    if class_balanced:
+        return _class_balanced(data, num_examples, batch_size, repeat, seed)
     if isinstance(data, tuple):
         x, y = data
         if num_examples is not None:
@@ -270,6 +278,42 @@ def load(
         ds = ds.repeat()
     if batch_size is not None:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _class_balanced(data, num_examples, batch_size, repeat, seed) -> tf.data.Dataset:
+    if batch_size is None or not repeat:
+        raise DatasetError("class_balanced batches need a batch_size and repeat=True")
+    if isinstance(data, tuple):
+        x, y = data
+        if num_examples is not None:
+            x, y = x[:num_examples], y[:num_examples]
+    else:  # a TFDS dataset: read it into memory once (the per-class streams index into it)
+        ds = data.take(num_examples) if num_examples is not None else data
+        pairs = list(ds.as_numpy_iterator())
+        x = np.stack([p[0] for p in pairs])
+        y = np.array([p[1] for p in pairs])
+    classes = np.unique(y)
+    if batch_size % len(classes):
+        raise DatasetError(
+            f"class_balanced batches hold every one of the {len(classes)} classes equally often: "
+            f"the batch size must be a multiple of {len(classes)}, got {batch_size}"
+        )
+    streams = []
+    for i, c in enumerate(classes):
+        xc, yc = x[y == c], y[y == c]
+        stream = tf.data.Dataset.from_tensor_slices((xc, yc))
+        streams.append(
+            stream.shuffle(len(xc), seed=seed + i, reshuffle_each_iteration=True).repeat()
+        )
+
+    def interleave(xs, ys):  # (n, K, ...) → (n·K, ...), labels 0..K−1 repeating
+        return tf.reshape(xs, [-1, *xs.shape[2:]]), tf.reshape(ys, [-1])
+
+    ds = tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *pairs: (tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs]))
+    )
+    ds = ds.batch(batch_size // len(classes), drop_remainder=True).map(interleave)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

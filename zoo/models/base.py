@@ -160,6 +160,11 @@ class ZooModel(keras.Model):
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def training_callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks the model's training needs (schedules such as KL annealing). The zoo's
+        trainer adds them; a user of ``model.fit`` passes ``callbacks=model.training_callbacks()``."""
+        return []
+
     # -- serving ------------------------------------------------------------------------------
     def serving_signatures(self) -> dict[str, Signature]:
         """Signature name → ``(fn, input_signature[, method_name])``; ``serving_default`` is

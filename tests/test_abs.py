@@ -1,0 +1,201 @@
+"""ABS (002_7240b1e8d13f6586.txt; digest abs.md): grouped layers, class-balanced training, the
+latent search, calibration, Binary ABS and the export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+import zoo.data
+from zoo.layers.grouped import GroupedConv2D, GroupedConv2DTranspose
+from zoo.models.abs import KLAnnealing, latent_bank
+
+SMALL = {"bank_size": 300, "search_steps": 8}  # test-sized latent search
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = next(iter(zoo.data.load("digits", "test", batch_size=64, shuffle=False)))
+    return x.numpy(), y.numpy()
+
+
+@pytest.fixture(scope="module")
+def small_abs():
+    return zoo.load("abs_mnist", **SMALL)
+
+
+def _balanced_batch(n_per_class=4, seed=0):
+    ds = zoo.data.load(
+        "digits", "train", batch_size=10 * n_per_class, num_examples=2000, repeat=True,
+        class_balanced=True, seed=seed,
+    )  # fmt: skip
+    x, y = next(iter(ds))
+    return x, y
+
+
+# -- the architecture -----------------------------------------------------------------------------
+def test_ten_vaes_have_the_papers_parameter_count():
+    # digest §1.2: encoder 61,616 + 256 BN statistics, decoder 23,745 + 128, per class
+    model = zoo.load("abs_mnist", bank_size=10)
+    per_class = 61_616 + 256 + 23_745 + 128
+    assert model.count_params() == 10 * per_class + 1  # + the KL weight
+    out = model.decode(tf.zeros((2, 10, 8)))
+    assert out.shape == (2, 28, 28, 10)  # 1 → 4 → 11 → 25 → 28: the last kernel is 4
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_grouped_layers_equal_separate_per_group_convolutions(transpose):
+    import keras
+
+    groups, cin, filters, k, s = 3, 2, 4, 5, 2
+    x = tf.random.stateless_normal((2, 11, 11, groups * cin), seed=(1, 2))
+    layer = (GroupedConv2DTranspose if transpose else GroupedConv2D)(groups, filters, k, s)
+    y = layer(x).numpy()
+    for g in range(groups):
+        if transpose:  # kernel (k, k, filters, groups·cin): group g owns columns g·cin..
+            ref = keras.layers.Conv2DTranspose(filters, k, strides=s, padding="valid")
+            ref.build((None, 11, 11, cin))
+            ref.kernel.assign(layer.kernel[..., g * cin : (g + 1) * cin])
+        else:  # kernel (k, k, cin, groups·filters)
+            ref = keras.layers.Conv2D(filters, k, strides=s, padding="valid")
+            ref.build((None, 11, 11, cin))
+            ref.kernel.assign(layer.kernel[..., g * filters : (g + 1) * filters])
+        ref.bias.assign(layer.bias[g * filters : (g + 1) * filters])
+        want = ref(x[..., g * cin : (g + 1) * cin]).numpy()
+        np.testing.assert_allclose(y[..., g * filters : (g + 1) * filters], want, atol=1e-5)
+
+
+# -- training -------------------------------------------------------------------------------------
+def test_class_balanced_batches_interleave_every_class():
+    x, y = _balanced_batch(n_per_class=6)
+    assert y.numpy().tolist() == list(range(10)) * 6
+    with pytest.raises(zoo.data.DatasetError, match="multiple of 10"):
+        zoo.data.load("digits", "train", batch_size=64, num_examples=500, repeat=True,
+                      class_balanced=True)  # fmt: skip
+
+
+def test_train_step_refuses_a_mixed_batch_with_a_clear_message(small_abs, digits):
+    x, y = digits
+    small_abs.compile()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="class_balanced=True"):
+        small_abs.train_step((tf.constant(x[:40]), tf.constant(y[:40])))
+
+
+def test_a_class_vae_never_sees_another_class():
+    """Two batches that differ only in their class-3 images leave every other class's weights
+    and BatchNorm statistics identical after a training step."""
+    x, y = _balanced_batch(n_per_class=4)
+    x2 = x.numpy().copy()
+    x2[y.numpy() == 3] = np.random.default_rng(0).random(x2[y.numpy() == 3].shape)
+    results = []
+    for xs in (x, tf.constant(x2)):
+        tf.keras.utils.set_random_seed(0)
+        model = zoo.load("abs_mnist", bank_size=10)
+        model.compile()
+        model.train_step((xs, y))
+        results.append({w.path: w.numpy() for w in model.weights})
+    changed_groups = set()
+    for path, a in results[0].items():
+        b = results[1][path]
+        if a.shape == () or np.array_equal(a, b):
+            continue
+        groups = a.reshape(-1, 10, a.shape[-1] // 10) if a.shape[-1] % 10 == 0 else None
+        assert groups is not None, path
+        bg = b.reshape(groups.shape)
+        changed_groups |= {g for g in range(10) if not np.array_equal(groups[:, g], bg[:, g])}
+    assert changed_groups == {3}
+
+
+def test_kl_weight_anneals_linearly_from_10_to_1_over_50_epochs():
+    schedule = KLAnnealing(10.0, 1.0, 50)
+    assert [schedule.value(e) for e in (0, 25, 50, 80)] == [10.0, 5.5, 1.0, 1.0]
+
+
+# -- inference ------------------------------------------------------------------------------------
+def test_latent_bank_keeps_the_8000_densest_of_8888_draws():
+    bank = latent_bank()
+    assert bank.shape == (8000, 8)
+    draws = np.random.RandomState(1234).multivariate_normal(np.zeros(8), np.eye(8), 8888)
+    norms = np.linalg.norm(draws, axis=1)
+    assert np.linalg.norm(bank, axis=1).max() <= np.sort(norms)[8000]
+    np.testing.assert_array_equal(bank, latent_bank())  # deterministic
+
+
+def test_latent_search_lowers_the_loss_and_the_norm_clip_holds(small_abs, digits):
+    x = digits[0][:8]
+    start = small_abs.fit_latents(x, steps=1)["losses"].numpy()  # the best bank code
+    fitted = small_abs.fit_latents(x, steps=20)["losses"].numpy()
+    assert (fitted < start).all()  # every (image, class) fit improves on its bank start
+    clipped = zoo.load("abs_mnist", latent_clip=0.3, **SMALL)
+    z = clipped.fit_latents(x)["latents"].numpy()
+    assert np.linalg.norm(z, axis=-1).max() <= 0.3 + 1e-5
+    v = tf.constant([[-3.0, 4.0] + [0.0] * 6])  # the sign-correct projection z·r/‖z‖
+    np.testing.assert_allclose(clipped._clip(v).numpy()[0, :2], [-0.18, 0.24], atol=1e-6)
+
+
+def test_logits_are_minus_gamma_times_the_loss_and_probabilities_calibrated(digits):
+    x = digits[0][:4]
+    model = zoo.load("binary_abs_mnist", **SMALL)
+    losses = model.fit_latents(x)["losses"].numpy()
+    gamma = np.array(model.gamma, np.float32)
+    logits = model(x).numpy()
+    np.testing.assert_allclose(logits, -gamma * losses, rtol=1e-5)
+    e = np.exp(440.0 * logits.astype(np.float64)) + 3.9e-5
+    np.testing.assert_allclose(model.probabilities(logits).numpy(), e / e.sum(1, keepdims=True),
+                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(model.probabilities(logits).numpy().sum(1), 1.0, rtol=1e-5)
+
+
+def test_binary_abs_gives_the_same_output_for_x_and_round_x(digits):
+    model = zoo.load("binary_abs_mnist", **SMALL)
+    x = digits[0][:4]
+    np.testing.assert_array_equal(model(x).numpy(), model(np.round(x)).numpy())
+    plain = zoo.load("abs_mnist", **SMALL)
+    assert not np.array_equal(plain(x).numpy(), plain(np.round(x)).numpy())
+
+
+def test_prototypes_are_rebuilt_when_the_decoder_changes(small_abs, digits):
+    model = zoo.load("abs_mnist", **SMALL)
+    before = model.prototypes().numpy()
+    np.testing.assert_array_equal(before, model.prototypes().numpy())  # cached
+    kernel = model.decoder_out.kernel
+    kernel.assign(kernel * 1.5)
+    after = model.prototypes().numpy()
+    assert not np.allclose(before, after)
+    z = tf.tile(tf.constant(latent_bank(SMALL["bank_size"]))[:, None], [1, 10, 1])
+    direct = tf.reshape(model.decode(z), [SMALL["bank_size"], 784, 10]).numpy()
+    np.testing.assert_allclose(after, direct.transpose(2, 0, 1), atol=1e-6)
+
+
+# -- export ---------------------------------------------------------------------------------------
+def test_export_round_trips_without_the_decoded_bank(tmp_path, digits):
+    from zoo.export import export_model
+
+    model = zoo.load("abs_mnist", **SMALL)
+    x = digits[0][:4]
+    want = model.fit_latents(x)
+    path = export_model(model, tmp_path)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size < 20e6  # weights only; the 10×S×784 bank is rebuilt at the first call
+    loaded = tf.saved_model.load(str(path))
+    rec = loaded.signatures["reconstruct"](images=tf.constant(x))
+    np.testing.assert_allclose(rec["reconstructions"], want["reconstructions"], atol=1e-5)
+    np.testing.assert_allclose(rec["latents"], want["latents"], atol=1e-5)
+    out = loaded.signatures["serving_default"](images=tf.constant(x))
+    np.testing.assert_allclose(out["logits"], model.logits_from_losses(want["losses"]), atol=1e-6)
+    assert out["classes"].numpy().tolist() == np.argmax(out["logits"], 1).tolist()
+
+
+@pytest.mark.slow
+def test_short_training_on_digits_reaches_high_held_out_accuracy(tmp_path, cli):
+    run = tmp_path / "run"
+    result = cli(["training/train.py", "--model", "abs_mnist", "--dataset", "digits",
+                  "--epochs", "4", "--train-examples", "12000", "--validation-steps", "5",
+                  "--set", "kl_anneal_epochs=3", "--output", str(run), "--verbose", "0"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = zoo.load("abs_mnist", weights=str(run), search_steps=50)
+    x, y = next(iter(zoo.data.load("digits", "test", batch_size=100, shuffle=False)))
+    accuracy = float(np.mean(np.argmax(model(x).numpy(), 1) == y.numpy()))
+    assert accuracy >= 0.85, accuracy

@@ -1,0 +1,131 @@
+"""Grouped convolutions: ``groups`` independent networks evaluated as one op.
+
+Group ``g`` owns input channels ``[g·cin, (g+1)·cin)`` and output channels
+``[g·filters, (g+1)·filters)``; no weight connects two groups. A model made of ten networks (one
+per class, as ABS) folds the class axis into the channels, so each layer runs once for all
+classes, with no Python loop over them. ``BatchNormalization`` on a folded tensor keeps
+per-channel statistics, which is to say per group: statistics never mix groups either.
+
+TensorFlow runs grouped ``Conv2D`` on the CPU, and a grouped transposed convolution as the input
+gradient of a grouped ``Conv2D`` (``Conv2DBackpropInput``), which is 1.9× faster here than ten
+separate transposed convolutions.
+
+Initialisation follows PyTorch's ``Conv2d``/``ConvTranspose2d`` defaults (uniform in
+±1/√fan_in for kernel and bias), as the authors' code of the models that use these layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+__all__ = ["GroupedConv2D", "GroupedConv2DTranspose", "torch_default_initializer"]
+
+
+def torch_default_initializer(fan_in: int) -> keras.initializers.Initializer:
+    """PyTorch's default conv initialisation: uniform in ±1/√fan_in."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+class _Grouped(keras.layers.Layer):
+    def __init__(self, groups: int, filters: int, kernel_size: int, strides: int = 1,
+                 use_bias: bool = True, **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        self.groups, self.filters = int(groups), int(filters)
+        self.kernel_size, self.strides = int(kernel_size), int(strides)
+        self.use_bias = bool(use_bias)
+
+    def _in_per_group(self, input_shape) -> int:
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"{self.name}: {channels} input channels do not split into {self.groups} groups"
+            )
+        return channels // self.groups
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "groups": self.groups,
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "use_bias": self.use_bias,
+        }
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GroupedConv2D(_Grouped):
+    """``groups`` valid-padded ``Conv2D(filters, kernel_size, strides)`` side by side.
+
+    Kernel: ``(k, k, cin, groups·filters)``, TensorFlow's grouped-convolution layout.
+    """
+
+    def build(self, input_shape):
+        cin = self._in_per_group(input_shape)
+        k = self.kernel_size
+        init = torch_default_initializer(cin * k * k)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(k, k, cin, self.groups * self.filters), initializer=init
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.groups * self.filters,), initializer=init)
+            if self.use_bias
+            else None
+        )
+
+    def call(self, x):
+        y = tf.nn.conv2d(x, self.kernel, self.strides, "VALID")
+        return y + self.bias if self.bias is not None else y
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        size = lambda d: None if d is None else (d - self.kernel_size) // self.strides + 1  # noqa: E731
+        return (n, size(h), size(w), self.groups * self.filters)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GroupedConv2DTranspose(_Grouped):
+    """``groups`` valid-padded ``Conv2DTranspose(filters, kernel_size, strides)`` side by side.
+
+    Output size ``(in − 1)·strides + kernel_size``, as PyTorch's ``ConvTranspose2d`` with
+    ``padding=0``. Kernel: ``(k, k, filters, groups·cin)``, the filter of the grouped
+    convolution this op is the input gradient of. A per-group PyTorch kernel ``(cin, filters,
+    k, k)`` maps to it by ``transpose(2, 3, 1, 0)`` and concatenating the groups on the last axis.
+    """
+
+    def build(self, input_shape):
+        cin = self._in_per_group(input_shape)
+        k = self.kernel_size
+        # PyTorch's ConvTranspose2d computes fan_in from weight.size(1) * k * k = filters * k²
+        init = torch_default_initializer(self.filters * k * k)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(k, k, self.filters, self.groups * cin), initializer=init
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.groups * self.filters,), initializer=init)
+            if self.use_bias
+            else None
+        )
+
+    def call(self, x):
+        shape = tf.shape(x)
+        out = lambda d: (d - 1) * self.strides + self.kernel_size  # noqa: E731
+        sizes = tf.stack([shape[0], out(shape[1]), out(shape[2]), self.groups * self.filters])
+        y = tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=sizes,
+            filter=self.kernel,
+            out_backprop=x,
+            strides=[1, self.strides, self.strides, 1],
+            padding="VALID",
+        )
+        y = tf.ensure_shape(y, self.compute_output_shape(x.shape))
+        return y + self.bias if self.bias is not None else y
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        size = lambda d: None if d is None else (d - 1) * self.strides + self.kernel_size  # noqa: E731
+        return (n, size(h), size(w), self.groups * self.filters)
