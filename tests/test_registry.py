@@ -146,6 +146,7 @@ def test_spec_metadata_of_cnn_mnist():
         "batch_size": 128,
         "eval_split": "test",
         "train_split": "train",
+        "class_balanced": False,
     }
     paper_config = {
         "filters": (20, 70, 256, 10),

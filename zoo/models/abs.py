@@ -323,9 +323,16 @@ class ABS(ZooClassifier):
         key = self._decoder_key()
 
         def rebuild():
-            protos = self.decode(
-                tf.tile(self._bank[:, None, :], [1, self.num_classes, 1]), training=False
-            )  # (S, 28, 28, C)
+            # In chunks: one pass over all 8,000 codes would hold 3 GB of activations.
+            chunk = next(
+                c for c in range(min(self.bank_size, 500), 0, -1) if self.bank_size % c == 0
+            )
+            codes = tf.reshape(self._bank, [-1, chunk, 1, self.latent_dim])
+            protos = tf.map_fn(
+                lambda z: self.decode(tf.tile(z, [1, self.num_classes, 1]), training=False),
+                codes,
+                fn_output_signature=tf.float32,
+            )  # (S / chunk, chunk, 28, 28, C)
             protos = tf.transpose(tf.reshape(protos, [self.bank_size, self.pixels, -1]), [2, 0, 1])
             self._prototypes.assign(protos)
             self._prototypes_key.assign(key)

@@ -1,0 +1,121 @@
+"""ABS inference speed on this machine, in one run (the ABS issue's benchmark).
+
+Measures, for ``abs_mnist`` at its default settings (8,000-code bank, 49 Adam steps, 10 classes):
+- the one-time decode of the 80,000-prototype bank;
+- images/s at batch 1 and batch 64 (seconds per call at batch 1);
+- FLOPs per image counted from the model (the decoder's convolutions, forward and input gradient,
+  over the search; plus the bank match), and the achieved GFLOP/s as a fraction of a large
+  float32 matmul's GFLOP/s measured in the same run.
+
+The reference (the authors' PyTorch code at its defaults, on this 2-core CPU, from the issue):
+0.111 s per image at batch 64 (9 images/s), 0.95-1.3 s for one image, 21 s for the bank decode.
+Targets: batch 64 >= 27 images/s (3x), batch 1 <= 0.15 s, bank decode <= 5 s.
+
+    python benchmarks/abs_inference.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+REFERENCE = {"batch64_images_per_s": 9.0, "batch1_s": 0.95, "bank_decode_s": 21.0}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    f = tf.function(lambda: tf.matmul(a, b))
+    f().numpy()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        out = f()
+    out.numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def decoder_macs(model) -> int:
+    """Multiply-accumulates of one class decoder's forward pass, counted from its layers."""
+    macs, h = 0, 1
+    for layer in [*model.decoder_layers, model.decoder_out]:
+        if not hasattr(layer, "kernel"):
+            continue
+        k, s, f = layer.kernel_size, layer.strides, layer.filters
+        cin = layer.kernel.shape[-1] // layer.groups
+        macs += h * h * k * k * cin * f  # each input pixel scatters a k×k×f patch
+        h = (h - 1) * s + k
+    return macs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    import zoo
+
+    model = zoo.load("abs_mnist")
+    rng = np.random.default_rng(0)
+    x64 = tf.constant(rng.random((64, 28, 28, 1), dtype=np.float32))
+    x1 = x64[:1]
+
+    fit = tf.function(lambda x: model.fit_latents(x)["losses"])
+    bank = tf.function(model.prototypes)
+    bank().numpy()  # trace
+    model.clear_prototypes()
+    t = time.perf_counter()
+    bank().numpy()
+    decode_s = time.perf_counter() - t
+
+    def timed(x) -> float:
+        fit(x).numpy()  # trace / warm up
+        best = float("inf")
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            fit(x).numpy()
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    batch1_s = timed(x1)
+    batch64_s = timed(x64)
+    gflops_peak = matmul_gflops()
+
+    c, s, updates = model.num_classes, model.bank_size, model.search_steps - 1
+    dec = decoder_macs(model)
+    # forward + input gradient (≈ 2 forward) per update, one final forward; the bank match
+    search_macs = c * (updates * 2 * dec + dec)
+    match_macs = c * s * model.pixels
+    flops = 2 * (search_macs + match_macs)
+    achieved = flops * 64 / batch64_s / 1e9
+    summary = {
+        "bank_decode_s": round(decode_s, 2),
+        "batch1_s": round(batch1_s, 3),
+        "batch64_images_per_s": round(64 / batch64_s, 1),
+        "flops_per_image_G": round(flops / 1e9, 3),
+        "achieved_gflops_batch64": round(achieved, 1),
+        "matmul_gflops": round(gflops_peak, 1),
+        "fraction_of_matmul": round(achieved / gflops_peak, 3),
+        "speedup_vs_reference_batch64": round(
+            64 / batch64_s / REFERENCE["batch64_images_per_s"], 2
+        ),
+        "speedup_vs_reference_batch1": round(REFERENCE["batch1_s"] / batch1_s, 2),
+        "speedup_vs_reference_bank_decode": round(REFERENCE["bank_decode_s"] / decode_s, 2),
+        "target_batch64_met": 64 / batch64_s >= 27,
+        "target_batch1_met": batch1_s <= 0.15,
+        "target_bank_decode_met": decode_s <= 5,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
