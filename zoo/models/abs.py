@@ -442,23 +442,13 @@ class ABS(ZooClassifier):
     # -- serving ----------------------------------------------------------------------------------
     def serving_signatures(self):
         self.clear_prototypes()  # an export holds the weights, not the 251 MB decoded bank
-        signatures = super().serving_signatures()
-
-        def serving_default(images):
-            fit = self.fit_latents(images)
-            logits = self.logits_from_losses(fit["losses"])
-            return {
-                "logits": logits,
-                "probabilities": self.probabilities(logits),
-                "classes": tf.argmax(logits, axis=-1),
-            }
+        signatures = super().serving_signatures()  # serving_default and classify call self
 
         def reconstruct(images):
             fit = self.fit_latents(images)
             return {"reconstructions": fit["reconstructions"], "latents": fit["latents"]}
 
         spec = signatures["serving_default"][1]
-        signatures["serving_default"] = (serving_default, spec)
         signatures["reconstruct"] = (reconstruct, spec)
         return signatures
 

@@ -86,8 +86,9 @@ class ModelExecutor:
     """Where the server's model calls run: a thread pool, or the loop itself for a lone request.
 
     Handing a call to a pool thread and back costs about 0.2 ms, a quarter of a batch-1
-    ``cnn_mnist`` call. So a call that arrives while no other call is running, longer after the
-    previous one than calls take (sparse traffic: one client, or a batch timer firing), runs
+    ``cnn_mnist`` call. So a call that arrives while no other call is running, and more than
+    half a call's duration after the previous one ended (sparse traffic: one client, or a batch
+    timer firing; a request queued behind the previous call arrives right after it), runs
     inline on the asyncio loop. Under concurrent traffic calls go to the pool, so the loop keeps
     reading requests and gathering batches while models run.
     """
@@ -100,7 +101,6 @@ class ModelExecutor:
 
     async def run(self, fn, *args):
         start = time.perf_counter()
-        # A request queued behind the previous call reaches here right after that call ended.
         sparse = self._busy == 0 and start - self._last_end > 0.5 * self._call_seconds
         self._busy += 1
         try:
