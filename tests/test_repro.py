@@ -10,10 +10,11 @@ from zoo import repro
 from zoo.repro.__main__ import main
 
 
-def test_list_names_cnn_digits(cli):
+def test_list_names_every_experiment_in_order(cli):
     proc = cli(["-m", "zoo.repro", "--list"])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[0] == "cnn_digits"
+    names = [line.split()[0] for line in proc.stdout.strip().splitlines()]
+    assert names == ["abs_robustness", "cnn_digits"]
 
 
 def test_unknown_experiment_exits_2_with_close_match(capsys):

@@ -166,6 +166,7 @@ class ABS(ZooClassifier):
             for name in ("loss", "reconstruction", "kl", "kl_weight", "elbo_accuracy")
         }
         self._compiled_fit = None
+        self.attack_batch_size = 64  # images per latent-search call in zoo.eval's attacks
         self._gamma = tf.constant(self.gamma or [1.0] * C, tf.float32)
         self.prior = tfd.MultivariateNormalDiag(loc=tf.zeros(L))
         # The decoded bank: 10 × 8000 × 784 floats (251 MB) are recomputed from the decoders
@@ -267,6 +268,17 @@ class ABS(ZooClassifier):
         mu, logvar = self.encode(folded, training=False)
         return folded, mu, logvar, self.decode(mu, training=False)
 
+    def amortized(self, x):
+        """The encoders' answer, without latent search: per class the encoder mean ``latents``
+        (batch, C, L), its ``reconstructions`` (batch, C, 28, 28, 1) and their per-pixel
+        ``losses`` (batch, C) scored as in :meth:`fit_latents`. Used by the Latent Descent attack."""
+        folded, mu, _, rec = self._amortized(x)
+        return {
+            "losses": self._score(folded, rec, mu),
+            "latents": mu,
+            "reconstructions": tf.transpose(rec, [0, 3, 1, 2])[..., None],
+        }
+
     def elbo(self, x):
         """Amortized per-class losses (batch, C): each class's encoder mean decoded, scored as the
         test-time ELBO ``(‖x − G_c(μ_c)‖² + ½‖μ_c‖²)/784``. Cheap; the latent search improves it."""
@@ -350,13 +362,14 @@ class ABS(ZooClassifier):
         self._prototypes.assign(tf.zeros([0, self.bank_size, self.pixels]))
         self._prototypes_key.assign(np.nan)
 
-    def initial_latents(self, x):
+    def initial_latents(self, x, kl: float = 1.0):
         """The best bank code per image and class (batch, C, L): argmin over the bank of the
-        per-pixel ELBO, from ‖x‖² + ‖P‖² − 2x·P as one matrix product."""
+        per-pixel ELBO (its KL term weighted by ``kl``), from ‖x‖² + ‖P‖² − 2x·P as one matrix
+        product."""
         protos = self.prototypes()
         xf = tf.reshape(x, [-1, self.pixels])
         cross = tf.einsum("bp,csp->bcs", xf, protos)
-        prior = 0.5 * tf.reduce_sum(tf.square(self._bank), axis=-1)
+        prior = kl * 0.5 * tf.reduce_sum(tf.square(self._bank), axis=-1)
         loss = (
             tf.reduce_sum(tf.square(xf), axis=-1)[:, None, None]
             + tf.reduce_sum(tf.square(protos), axis=-1)[None]
@@ -369,25 +382,28 @@ class ABS(ZooClassifier):
         norm = tf.norm(z, axis=-1, keepdims=True)
         return tf.where(norm > self.latent_clip, z * (self.latent_clip / norm), z)
 
-    def fit_latents(self, x, steps: int | None = None, kl: float = 1.0):
+    def fit_latents(self, x, steps: int | None = None, kl: float = 1.0, init=None):
         """The latent search; see :meth:`_fit_latents`. Eager calls run a compiled version."""
         if tf.executing_eagerly():
             if self._compiled_fit is None:
                 self._compiled_fit = tf.function(self._fit_latents, reduce_retracing=True)
-            return self._compiled_fit(tf.convert_to_tensor(x, tf.float32), steps, float(kl))
-        return self._fit_latents(x, steps, kl)
+            if init is not None:
+                init = tf.convert_to_tensor(init, tf.float32)
+            return self._compiled_fit(tf.convert_to_tensor(x, tf.float32), steps, float(kl), init)
+        return self._fit_latents(x, steps, kl, init)
 
-    def _fit_latents(self, x, steps: int | None = None, kl: float = 1.0):
+    def _fit_latents(self, x, steps: int | None = None, kl: float = 1.0, init=None):
         """The latent search. Returns ``losses`` (batch, C) per pixel, ``latents`` (batch, C, L)
         and ``reconstructions`` (batch, C, 28, 28, 1).
 
         ``steps`` passes (default ``search_steps``): ``steps − 1`` Adam updates (lr
         ``search_lr``, β = 0.9/0.999, ε = 1e-8, as PyTorch's), each followed by projecting every
         latent onto the ball of radius ``latent_clip``, then the final evaluation. ``kl = 0``
-        fits the reconstruction alone (the lower bound's distances)."""
+        fits the reconstruction alone (the lower bound's distances). ``init`` (batch, C, L)
+        replaces the bank start (restarts)."""
         x = self._prepare(x)
         steps = self.search_steps if steps is None else int(steps)
-        z = self.initial_latents(x)
+        z = self.initial_latents(x, kl) if init is None else self._clip(init)
         folded = tf.tile(x, [1, 1, 1, self.num_classes])
         b1, b2, eps, lr = 0.9, 0.999, 1e-8, self.search_lr
 
@@ -420,6 +436,16 @@ class ABS(ZooClassifier):
 
     def logits_from_losses(self, losses):
         return -self._gamma * losses
+
+    def gradient_logits(self, x):
+        """The logits with Danskin's gradient, for gradient attacks: the latent search's optimum
+        ``z*`` is held fixed and ``−γ·E(x, G(z*))`` is differentiated through the decoder and the
+        pixel loss. At an exact optimum this is the gradient of the logits (the latents' own
+        gradient vanishes there); the latent search itself is never differentiated."""
+        z = tf.stop_gradient(self.fit_latents(x)["latents"])
+        prepared = self._prepare(x)
+        folded = tf.tile(prepared, [1, 1, 1, self.num_classes])
+        return self.logits_from_losses(self._score(folded, self.decode(z, training=False), z))
 
     def call(self, x, training=False):
         return self.logits_from_losses(self.fit_latents(x)["losses"])

@@ -67,3 +67,6 @@ def cnn_digits(quick: bool, data_dir: str | None, output: Path, seed: int) -> di
             "quick": quick,
         },
     }
+
+
+from zoo.repro import abs_robustness  # noqa: E402,F401  (registers abs_robustness)

@@ -1,0 +1,54 @@
+"""Evaluation: adversarial attacks, robustness metrics and curves, and certified-style bounds.
+
+- :mod:`zoo.eval.attacks`: Pointwise (L0), salt-and-pepper, PGD/BIM (L2, L∞) with an ε search,
+  transfer attacks from a substitute, Gaussian noise, and ABS's Latent Descent.
+- :mod:`zoo.eval.metrics`: distances with the ABS paper's conventions (0 for a clean error, ∞ for
+  a failed attack), "all attacks" minima, medians, accuracy at ε, and
+  :func:`robustness_curves` (JSON + PNG).
+- :mod:`zoo.eval.bounds`: the ABS L2 lower bound (:func:`lower_bound_l2`).
+"""
+
+from zoo.eval.attacks import (
+    Predictor,
+    binary_postprocess,
+    gaussian_noise,
+    latent_descent,
+    pgd,
+    pointwise,
+    salt_and_pepper,
+    transfer,
+)
+from zoo.eval.bounds import lower_bound_from_fits, lower_bound_l2
+from zoo.eval.metrics import (
+    NORMS,
+    PAPER_EPSILONS,
+    AttackResult,
+    accuracy_at,
+    best_over,
+    distances,
+    median_distance,
+    robustness_curves,
+    summarize,
+)
+
+__all__ = [
+    "Predictor",
+    "AttackResult",
+    "NORMS",
+    "PAPER_EPSILONS",
+    "pointwise",
+    "salt_and_pepper",
+    "pgd",
+    "transfer",
+    "gaussian_noise",
+    "latent_descent",
+    "binary_postprocess",
+    "lower_bound_l2",
+    "lower_bound_from_fits",
+    "distances",
+    "best_over",
+    "median_distance",
+    "accuracy_at",
+    "summarize",
+    "robustness_curves",
+]

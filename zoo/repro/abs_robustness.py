@@ -1,0 +1,265 @@
+"""``python -m zoo.repro abs_robustness``: the ABS paper's Table 1, scaled to a 2-core CPU.
+
+Trains (with the zoo's trainer) the CNN, the Binary CNN, the nearest-neighbour baseline, ABS and a
+substitute CNN for the transfer attacks; Binary ABS reuses ABS's weights. Then, on the same test
+images for every model, it runs the attacks this machine affords (digest §5.3) and reports per
+model: clean accuracy, the median L2 / L∞ / L0 distance over all attacks, the accuracy at
+L2 1.5 / L∞ 0.3 / L0 12, each attack's median, and for the ABS models the mean L2 lower bound, beside
+Table 1. Curves go to ``curves.png`` / ``curves.json``.
+
+What is scaled down, and why:
+- Training: a few epochs on part of the training set (full MNIST ABS takes about an hour).
+- Images attacked: 8 (``--quick``) or 32; clean accuracy on 100 or 500.
+- ABS's attacks: transfer (4 directions from the substitute), Gaussian noise, Latent Descent, and
+  L2/L∞ PGD through Danskin's gradient (outside the paper's protocol, which only used estimated
+  gradients on ABS; it is the strongest attack here). The Pointwise attack, 1,000+ sequential
+  queries per image, runs against ABS with a 10-step latent search and is then checked on the
+  full model (an adversarial that does not hold there counts as a failure); the Boundary attack
+  and the gradient-estimation attacks are not run. ABS's figures are therefore upper bounds
+  on its true robustness, as the paper's are.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zoo.repro import register_experiment
+
+# Table 1, "All ... Attacks" rows and the clean row: (median, accuracy at ε).
+PAPER_TABLE1 = {
+    "cnn_mnist": {"clean": 0.991, "l2": (1.1, 0.08), "linf": (0.08, 0.00), "l0": (9.0, 0.19)},
+    "binary_cnn_mnist": {"clean": 0.985, "l2": (0.9, 0.03), "linf": (0.34, 0.64), "l0": (11.0, 0.38)},
+    "nn_mnist": {"clean": 0.969, "l2": (1.5, 0.53), "linf": (0.19, 0.22), "l0": (10.0, 0.34)},
+    "binary_abs_mnist": {"clean": 0.990, "l2": (1.3, 0.39), "linf": (0.44, 0.77), "l0": (21.5, 0.77)},
+    "abs_mnist": {"clean": 0.990, "l2": (2.3, 0.80), "linf": (0.23, 0.08), "l0": (16.5, 0.69)},
+}  # fmt: skip
+PAPER_LOWER_BOUND = {"abs_mnist": 0.690, "binary_abs_mnist": 0.601}
+SUBSTITUTE = {"filters": [32, 32, 64, 10]}  # the authors' transfer_cnn (digest §2)
+# White-box gradient attacks on ABS (through the fixed latent optimum) are beyond the paper's
+# protocol, which attacked ABS with estimated gradients only: reported, but apart.
+DANSKIN = " (danskin)"
+
+
+def _arrays(dataset, split, n, data_dir):
+    import zoo.data
+
+    ds = zoo.data.load(dataset, split, batch_size=n, data_dir=data_dir, shuffle=False)
+    x, y = next(iter(ds.take(1)))
+    return x.numpy().astype(np.float32), y.numpy().astype(np.int64)
+
+
+def _train(name, dataset, data_dir, output, seed, epochs, examples, overrides=None, tag=None):
+    from zoo.training import TrainConfig, train
+
+    start = time.perf_counter()
+    result = train(
+        TrainConfig(
+            model=name,
+            dataset=dataset,
+            data_dir=data_dir,
+            epochs=epochs,
+            train_examples=examples,
+            validation_steps=5,
+            overrides=overrides or {},
+            output=str(output / (tag or name)),
+            seed=seed,
+            verbose=0,
+        )
+    )
+    return result, round(time.perf_counter() - start, 1)
+
+
+def _attack_model(name, model, substitute, x, y, quick, seed, fast_model=None):
+    """Every attack for one model → {attack: AttackResult}."""
+    from zoo import eval as ze
+
+    is_abs = hasattr(model, "fit_latents")
+    line = dict(grid=10, refine=5) if is_abs else dict(grid=24, refine=8)
+    results = {}
+    for r in ze.transfer(model, substitute, x, y, **line):
+        results[r.name] = r
+    results["gaussian_noise"] = ze.gaussian_noise(model, x, y, seed=seed, **line)
+    if is_abs:
+        results["latent_descent"] = ze.latent_descent(model, x, y, check_every=8 if quick else 2)
+        pgd = dict(steps=5, bisect_steps=3 if quick else 5)
+    else:
+        pgd = dict(steps=10, bisect_steps=10)
+    # The paper treats nearest neighbour as gradient-free, as here; --quick leaves out the
+    # Danskin-gradient attacks on ABS (outside the paper's protocol, and 30 s each).
+    if name != "nn_mnist" and not (is_abs and quick):
+        suffix = DANSKIN if is_abs else ""
+        results["pgd_l2" + suffix] = ze.pgd(model, x, y, norm="l2", **pgd)
+        results["pgd_linf" + suffix] = ze.pgd(model, x, y, norm="linf", **pgd)
+    if not is_abs:
+        results["salt_and_pepper"] = ze.salt_and_pepper(model, x, y, seed=seed)
+        results["pointwise"] = ze.pointwise(model, x, y, seed=seed, repetitions=1 if quick else 3)
+    elif fast_model is not None:
+        # Query-heavy: run on the 10-step search, then keep only what fools the full model.
+        run = ze.pointwise(fast_model, x, y, seed=seed, budget=300 if quick else 1500)
+        holds = ze.Predictor(model).is_adversarial(run.adversarials, y)
+        run.status = np.where((run.status == 1) & ~holds, 2, run.status).astype(np.int8)
+        run.name = "pointwise (10-step search, verified)"
+        results["pointwise"] = run
+    return results
+
+
+@register_experiment(
+    "abs_robustness",
+    description="ABS, Binary ABS, CNN, Binary CNN and nearest neighbour under the paper's "
+    "attacks, with the L2 lower bound (Table 1)",
+    paper="002_7240b1e8d13f6586.txt",
+    claim="ABS is the most robust model in L2 (paper: median 2.3 vs at most 1.5 for the others; "
+    "here: ABS's median L2 over all attacks is at least 1.5x the CNN's), both ABS variants beat "
+    "the CNN in L0, and the L2 lower bound (paper: mean 0.690) is below every adversarial found.",
+)
+def abs_robustness(quick: bool, data_dir: str | None, output: Path, seed: int) -> dict:
+    import zoo
+    from zoo import eval as ze
+
+    dataset = "mnist" if data_dir else "digits"
+    n_attack, n_clean = (8, 100) if quick else (32, 500)
+    small = 6_000 if quick else 30_000
+    timing, clean = {}, {}
+
+    runs = {}
+    plan = [
+        ("cnn_mnist", 2 if quick else 3, 12_000 if quick else None, None, None),
+        ("binary_cnn_mnist", 2 if quick else 3, 12_000 if quick else None, None, None),
+        ("cnn_mnist", 2 if quick else 3, 12_000 if quick else None, SUBSTITUTE, "substitute"),
+        ("nn_mnist", 1, small, {"memory_size": small}, None),
+        (
+            "abs_mnist",
+            4 if quick else 10,
+            12_000 if quick else small,
+            {"kl_anneal_epochs": 3 if quick else 8},
+            None,
+        ),  # fmt: skip
+    ]
+    for name, epochs, examples, overrides, tag in plan:
+        result, seconds = _train(name, dataset, data_dir, output, seed, epochs, examples,
+                                 overrides, tag)  # fmt: skip
+        runs[tag or name] = (result.output, overrides or {})
+        timing[f"train_{tag or name}"] = seconds
+
+    def load(tag, name=None, **extra):
+        path, overrides = runs[tag]
+        return zoo.load(name or tag, weights=path, **{**overrides, **extra})
+
+    models = {
+        "cnn_mnist": load("cnn_mnist"),
+        "binary_cnn_mnist": load("binary_cnn_mnist"),
+        "nn_mnist": load("nn_mnist"),
+        "abs_mnist": load("abs_mnist"),
+        "binary_abs_mnist": load("abs_mnist", "binary_abs_mnist"),
+    }
+    substitute = load("substitute", "cnn_mnist")
+    fast = {
+        "abs_mnist": load("abs_mnist", search_steps=10),
+        "binary_abs_mnist": load("abs_mnist", "binary_abs_mnist", search_steps=10),
+    }
+
+    xc, yc = _arrays(dataset, "test", n_clean, data_dir)
+    x, y = xc[:n_attack], yc[:n_attack]
+    measured, per_attack, curves_in, bounds, attack_seconds = {}, {}, {}, {}, {}
+    transfers = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        clean[name] = float(np.mean(ze.Predictor(model).labels(xc) == yc))
+        results = _attack_model(name, model, substitute, x, y, quick, seed, fast.get(name))
+        row = {"clean_accuracy": round(clean[name], 4)}
+        curves_in[name] = {}
+        protocol = [r for a, r in results.items() if not a.endswith(DANSKIN)]
+        for norm in ze.NORMS:
+            d = ze.best_over(protocol, norm)
+            curves_in[name][norm] = d
+            s = ze.summarize(d, norm)
+            row[f"median_{norm}"] = s["median"]
+            row[f"accuracy_at_{norm}"] = s["accuracy_at_eps"]
+        if len(protocol) < len(results):
+            for norm in ("l2", "linf"):
+                s = ze.summarize(ze.best_over(list(results.values()), norm), norm)
+                row[f"with_danskin_gradients_median_{norm}"] = s["median"]
+                row[f"with_danskin_gradients_accuracy_at_{norm}"] = s["accuracy_at_eps"]
+        per_attack[name] = {
+            f"{attack} ({r.norm})": _finite(ze.median_distance(r.distances()))
+            for attack, r in results.items()
+        }
+        attack_seconds[name] = {a: round(r.seconds, 1) for a, r in results.items()}
+        transfers[name] = [r for a, r in results.items() if a.startswith("transfer")]
+        if hasattr(model, "fit_latents"):
+            lb = ze.lower_bound_l2(model, x, y, restarts=2 if quick else 4)
+            bounds[name] = lb
+            row["lower_bound_l2_mean"] = round(float(np.mean(lb)), 4)
+            every = ze.best_over(list(results.values()), "l2")
+            row["lower_bound_below_every_attack"] = bool(np.all(lb <= every + 1e-6))
+        measured[name] = row
+        timing[f"eval_{name}"] = round(time.perf_counter() - start, 1)
+
+    ze.robustness_curves(
+        curves_in, output / "curves.png", title=f"ABS robustness ({dataset}, {n_attack} images)"
+    )
+    cnn, abs_ = measured["cnn_mnist"], measured["abs_mnist"]
+    transfer = {
+        m: _finite(ze.median_distance(ze.best_over(transfers[m], "l2")))
+        for m in ("cnn_mnist", "abs_mnist")
+    }
+    measured["checks"] = {
+        "transfer_l2_median": transfer,
+        "abs_over_cnn_transfer_l2": _ratio(transfer["abs_mnist"], transfer["cnn_mnist"]),
+        "abs_over_cnn_all_attacks_l2": _ratio(abs_["median_l2"], cnn["median_l2"]),
+        "abs_at_least_1.5x_cnn_l2": _ratio(abs_["median_l2"], cnn["median_l2"]) >= 1.5
+        and _ratio(transfer["abs_mnist"], transfer["cnn_mnist"]) >= 1.5,
+        "abs_and_binary_abs_beat_cnn_in_l0": all(
+            _num(measured[m]["median_l0"]) > _num(cnn["median_l0"])
+            for m in ("abs_mnist", "binary_abs_mnist")
+        ),
+        "lower_bound_below_every_attack": all(
+            measured[m]["lower_bound_below_every_attack"] for m in bounds
+        ),
+    }
+    measured["per_attack_median"] = per_attack
+    return {
+        "measured": measured,
+        "paper": {
+            "table1_all_attacks": {
+                m: {
+                    "clean_accuracy": v["clean"],
+                    **{f"median_{n}": v[n][0] for n in ze.NORMS},
+                    **{f"accuracy_at_{n}": v[n][1] for n in ze.NORMS},
+                }
+                for m, v in PAPER_TABLE1.items()
+            },
+            "lower_bound_l2_mean": PAPER_LOWER_BOUND,
+            "note": "Table 1 on the MNIST test set with many more attacks (Boundary, gradient "
+            "estimation, Pointwise 10x on every model); the paper's ABS was trained for 50 "
+            "epochs on all of MNIST.",
+        },
+        "config": {
+            "dataset": dataset,
+            "images_attacked": n_attack,
+            "clean_accuracy_images": n_clean,
+            "training": {tag: ov for tag, (_, ov) in runs.items()},
+            "train_examples": {"cnn": 12_000 if quick else "all", "abs_and_nn": small},
+            "timing_seconds": timing,
+            "attack_seconds": attack_seconds,
+            "curves": str(output / "curves.png"),
+            "seed": seed,
+            "quick": quick,
+        },
+    }
+
+
+def _num(v) -> float:
+    return float("inf") if v == "inf" else float(v)
+
+
+def _ratio(a, b) -> float:
+    a, b = _num(a), _num(b)
+    return round(a / b, 3) if b > 0 else float("inf")
+
+
+def _finite(v: float):
+    return round(v, 4) if np.isfinite(v) else "inf"
