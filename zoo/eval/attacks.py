@@ -26,6 +26,7 @@ batch an image was attacked in.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
@@ -74,6 +75,11 @@ class Predictor:
         self._value_and_grad = tf.function(
             value_and_grad, input_signature=[spec, tf.TensorSpec([None], tf.int64)]
         )
+
+    @classmethod
+    def of(cls, model, batch_size: int | None = None) -> Predictor:
+        """The shared Predictor of ``model`` (compiled once per model and batch size)."""
+        return _predictor(model, batch_size)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -161,8 +167,25 @@ def _result(name, norm, predictor, x, y, adv, status, start, queries0, **info) -
     )
 
 
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _predictor(model, batch_size=None) -> Predictor:
+    """The model's Predictor, kept per model and batch size: tracing ABS's latent search takes
+    seconds, so attacks on the same model share the compiled functions."""
+    if isinstance(model, Predictor):
+        return model
+    try:
+        per_model = _PREDICTORS.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        return Predictor(model, batch_size)
+    if batch_size not in per_model:
+        per_model[batch_size] = Predictor(model, batch_size)
+    return per_model[batch_size]
+
+
 def _start(model, x, y, batch_size=None):
-    predictor = model if isinstance(model, Predictor) else Predictor(model, batch_size)
+    predictor = _predictor(model, batch_size)
     x, y = _check_batch(predictor, x, y)
     queries0 = predictor.queries
     clean_wrong = predictor.is_adversarial(x, y)
@@ -176,7 +199,7 @@ def binary_postprocess(predictor, x, y, adv, status) -> np.ndarray:
     threshold (0.5, or the largest float below it). The model sees the same binary image, so the
     decision holds, at a smaller perturbation (the paper's post-processing). Kept only where the
     model confirms it."""
-    predictor = predictor if isinstance(predictor, Predictor) else Predictor(predictor)
+    predictor = _predictor(predictor)
     found = status == FOUND
     if not found.any():
         return adv
@@ -493,7 +516,7 @@ def transfer(
     smallest scale that fools it. Directions: ``fgm`` (the L2-normalised gradient), ``fgsm`` (its
     sign), ``l2_bim`` / ``linf_bim`` (the substitute's own minimal PGD adversarial). One result
     per direction; score them together with :func:`~zoo.eval.metrics.best_over`."""
-    sub = Predictor(substitute)
+    sub = _predictor(substitute)
     predictor, x, y, status0, _, _ = _start(model, x, y, batch_size)
     _, g = sub.value_and_grad(x, y)
     out = []

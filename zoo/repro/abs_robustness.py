@@ -99,7 +99,7 @@ def _attack_model(name, model, substitute, x, y, quick, seed, fast_model=None):
     elif fast_model is not None:
         # Query-heavy: run on the 10-step search, then keep only what fools the full model.
         run = ze.pointwise(fast_model, x, y, seed=seed, budget=300 if quick else 1500)
-        holds = ze.Predictor(model).is_adversarial(run.adversarials, y)
+        holds = ze.Predictor.of(model).is_adversarial(run.adversarials, y)
         run.status = np.where((run.status == 1) & ~holds, 2, run.status).astype(np.int8)
         run.name = "pointwise (10-step search, verified)"
         results["pointwise"] = run
@@ -167,7 +167,7 @@ def abs_robustness(quick: bool, data_dir: str | None, output: Path, seed: int) -
     transfers = {}
     for name, model in models.items():
         start = time.perf_counter()
-        clean[name] = float(np.mean(ze.Predictor(model).labels(xc) == yc))
+        clean[name] = float(np.mean(ze.Predictor.of(model).labels(xc) == yc))
         results = _attack_model(name, model, substitute, x, y, quick, seed, fast.get(name))
         row = {"clean_accuracy": round(clean[name], 4)}
         curves_in[name] = {}
