@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -623,6 +623,3 @@ def latent_descent(
             hi[h], lo[~h] = mid[h], mid[~h]
         adv[found] = x[found] + hi[:, None, None, None] * delta
     return _result("latent_descent", "l2", predictor, x, y, adv, status, t0, q0)
-
-
-Attack = Callable[..., AttackResult]
