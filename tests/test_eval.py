@@ -253,3 +253,10 @@ def test_lower_bound_is_below_every_perturbation_any_attack_finds(trained):
     assert np.sum(lb > 0) >= len(y) // 3  # not a vacuous bound
     wrong = ze.Predictor(abs_model).labels(x) != y
     assert np.all(lb[wrong] == 0)
+
+
+def test_direction_of_no_images_is_empty():
+    # transfer() asks for fallback directions of the images its substitute did not fool: maybe none.
+    from zoo.eval.attacks import _direction
+
+    assert _direction(np.zeros((0, 28, 28, 1), np.float32), "l2").shape == (0, 28, 28, 1)

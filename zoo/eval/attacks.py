@@ -391,7 +391,7 @@ def _project(delta: np.ndarray, eps: np.ndarray, norm: str) -> np.ndarray:
 def _direction(g: np.ndarray, norm: str) -> np.ndarray:
     if norm == "linf":
         return np.sign(g)
-    n = np.sqrt(np.sum(g.reshape(len(g), -1) ** 2, axis=1))
+    n = np.sqrt(np.sum(g.reshape(len(g), int(np.prod(g.shape[1:]))) ** 2, axis=1))
     return g / np.maximum(n, 1e-12)[:, None, None, None]
 
 
@@ -530,6 +530,7 @@ def transfer(
             found = pgd(sub, x, y, norm=norm, steps=bim_steps, bisect_steps=6)
             d = found.adversarials - x
             fallback = np.all(d.reshape(len(x), -1) == 0, axis=1)  # substitute not fooled
+            # (an empty selection is fine: _direction handles zero images)
             d[fallback] = _direction(g[fallback], norm)
         else:
             raise ValueError(f"unknown transfer direction {name!r}")
