@@ -7,6 +7,9 @@ Zoo datasets:
 - ``mnist``: TFDS ``mnist``, or, with ``data_dir``, ``mnist.npz`` in the ``keras.datasets`` layout
   or the four original IDX files.
 
+- ``spheres``: the fiRevNet paper's two concentric spheres in R^100 (radii 1 and 10, label =
+  which sphere); procedural. See :mod:`zoo.data.spheres`.
+
 Any other name goes to ``tfds.load``.
 """
 
@@ -55,6 +58,18 @@ def _digits(split, data_dir, num_examples, seed, download):
     from zoo.data.digits import digits_arrays
 
     return digits_arrays(split, num_examples=num_examples, seed=seed)
+
+
+@register_dataset(
+    "spheres",
+    splits=("train", "test"),
+    description="two concentric spheres in R^100, radii 1 and 10 (fiRevNet paper); offline, seeded",
+    procedural=True,
+)
+def _spheres(split, data_dir, num_examples, seed, download):
+    from zoo.data.spheres import spheres_arrays
+
+    return spheres_arrays(split, num_examples=num_examples, seed=seed)
 
 
 def _as_float_images(images: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@
   a failed attack), "all attacks" minima, medians, accuracy at ε, and
   :func:`robustness_curves` (JSON + PNG).
 - :mod:`zoo.eval.bounds`: the ABS L2 lower bound (:func:`lower_bound_l2`).
+- :mod:`zoo.eval.metamers`: metameric sampling and nuisance interpolation for fully invertible
+  classifiers, a PNG grid, and the post-hoc nuisance classifier (:func:`posthoc_nuisance_error`).
 """
 
 from zoo.eval.attacks import (
@@ -19,6 +21,12 @@ from zoo.eval.attacks import (
     transfer,
 )
 from zoo.eval.bounds import lower_bound_from_fits, lower_bound_l2
+from zoo.eval.metamers import (
+    metamer_grid,
+    metameric_sample,
+    nuisance_interpolation,
+    posthoc_nuisance_error,
+)
 from zoo.eval.metrics import (
     NORMS,
     PAPER_EPSILONS,
@@ -51,4 +59,8 @@ __all__ = [
     "accuracy_at",
     "summarize",
     "robustness_curves",
+    "metameric_sample",
+    "nuisance_interpolation",
+    "metamer_grid",
+    "posthoc_nuisance_error",
 ]

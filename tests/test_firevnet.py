@@ -1,0 +1,147 @@
+"""fiRevNet family: exact geometry and parameter counts, invertibility at full scale, metamers,
+CE/iCE training through the zoo's trainer, and the exported inverse/metamer signatures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+import zoo.data
+from zoo.data.spheres import oracle, spheres_arrays
+from zoo.eval.metamers import metameric_sample, nuisance_interpolation
+
+SMALL = dict(steps=2, hidden=16)
+
+
+def _trainable(model) -> int:
+    return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+def test_firevnet48_geometry_round_trip_and_metamer():
+    model = zoo.load("fiRevNet48")
+    # i-RevNet branch widths, stage 4 affine: the digest's 67,969,392, plus ActNorm's 2·C per block.
+    actnorm = sum(int(np.prod(v.shape)) for v in model.trainable_variables if "act_norm" in v.path)
+    assert _trainable(model) - actnorm == 67_969_392
+    # loc + log_scale per input channel: 4·48 + (48 + 3·192) + (192 + 3·768) + (768 + 3·3072)
+    assert actnorm == 2 * 13_296
+    assert model.latent_dim == 150_528 and model.out_shape == (7, 7, 3072)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(1, 224, 224, 3)), tf.float32)
+    z = model.forward(x)
+    z_s, z_n = model.split(z)
+    assert z_s.shape == (1, 1000) and z_n.shape == (1, 149_528)
+    np.testing.assert_allclose(model(x), z_s)
+    assert float(tf.reduce_max(tf.abs(model.inverse(z) - x))) < 1e-4
+    x_b = tf.constant(rng.uniform(size=(1, 224, 224, 3)), tf.float32)
+    met = metameric_sample(model, x, x_b)
+    assert float(tf.reduce_max(tf.abs(model(met) - model(x)))) < 1e-4
+    assert float(tf.reduce_max(tf.abs(met - x))) > 0.1  # a different image with the same logits
+
+
+def test_irevnet301_has_the_checkpoints_parameter_count():
+    model = zoo.load("irevnet301")
+    assert _trainable(model) == 125_120_356
+    with pytest.raises(NotImplementedError, match="no logit/nuisance split"):
+        model.split(tf.zeros((1, model.latent_dim)))
+    assert "metamer" not in model.serving_signatures()
+
+
+def test_firevnet_mnist_paper_config_and_d():
+    model = zoo.load("firevnet_mnist")
+    assert model.latent_dim == 1024 and model.top_shape == (4, 4, 16)
+    x = tf.random.uniform((2, 28, 28, 1))
+    z = model.forward(x)
+    np.testing.assert_array_equal(model.forward(tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]])), z)
+    back = model.inverse(z)
+    assert back.shape == (2, 32, 32, 1)
+    assert float(tf.reduce_max(tf.abs(back[:, 2:30, 2:30] - x))) < 1e-4
+    assert float(tf.reduce_max(tf.abs(back[:, :2]))) < 1e-4  # the padding comes back as zeros
+
+
+def test_bad_input_is_a_clear_error():
+    model = zoo.load("firevnet_mnist", **SMALL)
+    with pytest.raises(ValueError, match=r"\(batch, \(28, 28, 1\)\) or the padded"):
+        model.forward(tf.zeros((1, 30, 30, 1)))
+    with pytest.raises(ValueError, match="expects z of shape"):
+        model.inverse(tf.zeros((1, 10)))
+    with pytest.raises(zoo.InvalidConfigError, match="loss must be one of"):
+        zoo.load("firevnet_mnist", loss="nll")
+
+
+def test_metamer_interpolation_keeps_the_logits():
+    model = zoo.load("firevnet_mnist", **SMALL)
+    x = tf.random.uniform((4, 28, 28, 1))
+    model(x, training=True)  # ActNorm data init, so the flow is not near the identity
+    rows = nuisance_interpolation(model, x[:2], x[2:], steps=3)
+    assert rows.shape == (3, 2, 32, 32, 1)
+    for row in rows:
+        np.testing.assert_allclose(model(row), model(x[:2]), atol=1e-4)
+    # α = 0 reconstructs the semantic source, α = 1 takes the nuisance of the other image.
+    np.testing.assert_allclose(rows[0][:, 2:30, 2:30], x[:2], atol=1e-4)
+    _, zn_b = model.split(model.forward(x[2:]))
+    np.testing.assert_allclose(model.split(model.forward(rows[-1]))[1], zn_b, atol=1e-3)
+
+
+def test_spheres_dataset():
+    x, y = spheres_arrays("train", num_examples=1000, seed=3)
+    norms = np.linalg.norm(x, axis=1)
+    np.testing.assert_allclose(norms[y == 0], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(norms[y == 1], 10.0, rtol=1e-5)
+    np.testing.assert_array_equal(oracle(x), y)
+    x2, _ = spheres_arrays("train", num_examples=10, seed=3)
+    np.testing.assert_array_equal(x2, x[:10])
+    assert not np.allclose(spheres_arrays("test", num_examples=10, seed=3)[0], x2)
+
+
+@pytest.mark.parametrize("loss", ["ce", "ice"])
+def test_training_through_the_trainer_then_export(loss, tmp_path):
+    from zoo.export import export_model
+    from zoo.training import TrainConfig, train
+
+    result = train(
+        TrainConfig(
+            model="firevnet_mnist",
+            dataset="digits",
+            epochs=1,
+            steps_per_epoch=6,
+            validation_steps=1,
+            batch_size=16,
+            train_examples=256,
+            output=str(tmp_path / "run"),
+            overrides={**SMALL, "loss": loss},
+            verbose=0,
+        )
+    )
+    model = result.model
+    assert np.isfinite(result.metrics["loss"])
+    if loss == "ice":
+        assert int(model.nuisance_optimizer.iterations) == 6 * model.nuisance_steps
+        assert {"nll_bits_per_dim", "adversarial", "nuisance_accuracy"} <= set(result.metrics)
+    x = next(iter(zoo.data.load("digits", "test", batch_size=4, num_examples=4)))[0]
+    path = export_model(model, tmp_path / "export")
+    loaded = tf.saved_model.load(str(path))
+    assert {"serving_default", "inverse", "metamer", "forward"} <= set(loaded.signatures)
+    z = model.forward(x)
+    inv = loaded.signatures["inverse"](z=z)["images"]
+    np.testing.assert_allclose(inv, model.inverse(z), atol=1e-5)
+    out = loaded.signatures["metamer"](semantic=x[:2], nuisance=x[2:], alpha=tf.ones((2,)))
+    np.testing.assert_allclose(out["images"], metameric_sample(model, x[:2], x[2:]), atol=1e-5)
+    np.testing.assert_allclose(model(out["images"]), model(x[:2]), atol=1e-4)
+    logits = loaded.signatures["serving_default"](images=x)["logits"]
+    np.testing.assert_allclose(logits, model(x), atol=1e-5)
+
+
+def test_ice_nuisance_step_does_not_touch_the_flow_and_paper_form_is_capped():
+    model = zoo.load("firevnet_spheres", loss="ice", adversarial="paper")
+    model.compile()
+    x, y = spheres_arrays("train", num_examples=64)
+    flow = [v.numpy() for v in model.flow_variables()]
+    model._nuisance_step(
+        tf.stop_gradient(model.split(model.forward(x))[1]), tf.constant(y, tf.int32)
+    )
+    for a, v in zip(flow, model.flow_variables(), strict=True):
+        np.testing.assert_array_equal(a, v.numpy())
+    logs = model.train_step((tf.constant(x), tf.constant(y)))
+    assert float(logs["adversarial"]) >= -np.log(2) - 1e-6  # −min(CE, log C)
