@@ -664,8 +664,11 @@ class InvertibleSequential(InvertibleLayer):
                 for block in reversed(blocks):
                     state = block.non_trainable_variables
                     saved = [tf.identity(v.value) for v in state]
-                    with tf.control_dependencies(saved):
-                        inp = tf.stop_gradient(block.inverse(out, training=training))
+                    # Depending on dy keeps the inverse chain in step with the gradient chain:
+                    # otherwise the executor may run every inverse ahead of the gradients and
+                    # hold all the recovered activations at once.
+                    with tf.control_dependencies([*saved, dy]):
+                        inp = tf.stop_gradient(block.inverse(tf.identity(out), training=training))
                     with tf.GradientTape() as tape:
                         tape.watch(inp)
                         out_re, ld = block.forward_and_log_det(inp, training=training)
