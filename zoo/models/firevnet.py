@@ -55,7 +55,6 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from zoo.layers.invertible import (
     ActNorm,
@@ -68,10 +67,14 @@ from zoo.layers.invertible import (
     conv_network,
     dense_network,
 )
-from zoo.models.base import ZooClassifier, make_optimizer, scale_loss_for_replicas
+from zoo.layers.priors import LearnedDiagonalGaussian
+from zoo.models.base import (
+    ZooClassifier,
+    check_image_batch,
+    make_optimizer,
+    scale_loss_for_replicas,
+)
 from zoo.registry import InvalidConfigError, building_name, register_model
-
-tfd = tfp.distributions
 
 PAPER = "004_a2e2a3876a23345e.txt"
 LOSSES = ("ce", "ice")
@@ -216,18 +219,11 @@ class FlowClassifier(ZooClassifier):
         layers.append(keras.layers.Dense(self.num_classes))
         self.nuisance_classifier = keras.Sequential(layers, name="nuisance_classifier")
         self.nuisance_classifier.build((None, n))
-        self.prior_loc = self.add_weight(shape=(n,), initializer="zeros", name="prior_loc")
-        self.prior_scale = self.add_weight(
-            shape=(n,),
-            initializer=keras.initializers.Constant(math.log(math.e - 1.0)),
-            name="prior_scale_raw",
-        )
+        self.prior = LearnedDiagonalGaussian(n, name="nuisance_prior")
 
-    def nuisance_prior(self) -> tfd.Distribution:
+    def nuisance_prior(self):
         """The learned factorial Gaussian N(β, softplus(γ)) on z_n (iCE's L_MLEn)."""
-        return tfd.Independent(
-            tfd.Normal(self.prior_loc, tf.nn.softplus(self.prior_scale) + 1e-5), 1
-        )
+        return self.prior.distribution()
 
     def compile(self, *args, **kwargs):
         super().compile(*args, **kwargs)
@@ -328,6 +324,11 @@ class FlowClassifier(ZooClassifier):
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+    def get_metrics_result(self):
+        # Validation measures loss and accuracy only: leave iCE's training terms out of its logs.
+        unused = lambda m: tf.executing_eagerly() and float(m.count) == 0  # noqa: E731
+        return {m.name: m.result() for m in self.metrics if not unused(m)}
 
     def default_loss(self):
         return None  # train_step / test_step compute it
@@ -495,8 +496,6 @@ class IRevNet(FlowClassifier):
         return int(np.prod(self.out_shape))
 
     def _flow(self, x, training):
-        from zoo.models.base import check_image_batch
-
         check_image_batch(x, self.image_shape, self.zoo_name)
         y, log_det = self.stack.forward_and_log_det(x, training=training)
         return tf.reshape(y, (-1, self.latent_dim)), log_det
@@ -677,8 +676,6 @@ class DenseFlowClassifier(FlowClassifier):
         return self.image_shape[0]
 
     def _flow(self, x, training):
-        from zoo.models.base import check_image_batch
-
         check_image_batch(x, self.image_shape, self.zoo_name)
         return self.stack.forward_and_log_det(x, training=training)
 

@@ -69,4 +69,5 @@ def cnn_digits(quick: bool, data_dir: str | None, output: Path, seed: int) -> di
     }
 
 
-from zoo.repro import abs_robustness  # noqa: E402,F401  (registers abs_robustness)
+# Each module registers its experiments: abs_robustness; spheres and firevnet_ice.
+from zoo.repro import abs_robustness, firevnet  # noqa: E402,F401
