@@ -32,6 +32,7 @@ class LearnedDiagonalGaussian(keras.layers.Layer):
             initializer=keras.initializers.Constant(math.log(math.e - 1.0)),  # softplus → 1
             name="raw_scale",
         )
+        self.built = True  # every variable exists; nothing depends on the input shape
 
     def distribution(self) -> tfd.Distribution:
         scale = tf.nn.softplus(self.raw_scale.value) + self.min_scale
