@@ -263,22 +263,26 @@ class ActNorm(InvertibleLayer):
         loc, log_scale = self.loc.value, self.log_scale.value
         if not training:
             return loc, log_scale
+        # Data-dependent init without control flow (a tf.cond around the assignments cannot
+        # synchronise them across replicas): every training call writes back
+        # keep·current + (1 − keep)·fresh, with keep = 1 once initialised.
         axes = list(range(len(x.shape) - 1))
-
-        def init():
-            mean, var = tf.nn.moments(x, axes)
-            new_loc = tf.cast(-mean, loc.dtype)
-            new_log_scale = tf.cast(-0.5 * tf.math.log(var + self.epsilon), loc.dtype)
-            with tf.control_dependencies(
-                [
-                    self.loc.assign(new_loc),
-                    self.log_scale.assign(new_log_scale),
-                    self.initialized.assign(tf.ones_like(self.initialized)),
-                ]
-            ):
-                return tf.identity(new_loc), tf.identity(new_log_scale)
-
-        return tf.cond(self.initialized > 0, lambda: (loc, log_scale), init)
+        mean, var = tf.nn.moments(tf.stop_gradient(x), axes)
+        fresh_loc = tf.cast(-mean, loc.dtype)
+        fresh_log_scale = tf.cast(-0.5 * tf.math.log(var + self.epsilon), loc.dtype)
+        keep = tf.cast(self.initialized.value > 0, loc.dtype)
+        new_loc = keep * loc + (1.0 - keep) * fresh_loc
+        new_log_scale = keep * log_scale + (1.0 - keep) * fresh_log_scale
+        with tf.control_dependencies(
+            [
+                self.loc.assign(new_loc),
+                self.log_scale.assign(new_log_scale),
+                self.initialized.assign(tf.ones_like(self.initialized)),
+            ]
+        ):
+            # Gradients reach the variables through `keep · current` (keep is 1 after the first
+            # step, so they are exact from then on).
+            return tf.identity(new_loc), tf.identity(new_log_scale)
 
     def _forward(self, x, training):
         loc, log_scale = self._params(x, training)

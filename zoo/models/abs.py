@@ -306,8 +306,7 @@ class ABS(ZooClassifier):
 
     def get_metrics_result(self):
         # elbo_accuracy is measured on validation only: leave it out of the training logs.
-        unused = lambda m: tf.executing_eagerly() and float(m.count) == 0  # noqa: E731
-        return {m.name: m.result() for m in self.metrics if not unused(m)}
+        return self.updated_metrics_result()
 
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
         return [KLAnnealing(self.kl_start, self.kl_end, self.kl_anneal_epochs)]

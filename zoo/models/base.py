@@ -160,6 +160,19 @@ class ZooModel(keras.Model):
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def updated_metrics_result(self) -> dict[str, Any]:
+        """``get_metrics_result`` without the metrics nothing has updated yet (eagerly; in a graph
+        every metric is reported). For models whose training and validation track different
+        values; works for the sync-on-read metric variables of a distribution strategy too."""
+
+        def updated(m) -> bool:
+            count = getattr(m, "count", None)
+            if count is None or not tf.executing_eagerly():
+                return True
+            return float(tf.convert_to_tensor(count)) > 0
+
+        return {m.name: m.result() for m in self.metrics if updated(m)}
+
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
         """Callbacks the model's training needs (schedules such as KL annealing). The zoo's
         trainer adds them; a user of ``model.fit`` passes ``callbacks=model.training_callbacks()``."""

@@ -327,8 +327,7 @@ class FlowClassifier(ZooClassifier):
 
     def get_metrics_result(self):
         # Validation measures loss and accuracy only: leave iCE's training terms out of its logs.
-        unused = lambda m: tf.executing_eagerly() and float(m.count) == 0  # noqa: E731
-        return {m.name: m.result() for m in self.metrics if not unused(m)}
+        return self.updated_metrics_result()
 
     def default_loss(self):
         return None  # train_step / test_step compute it
