@@ -261,3 +261,18 @@ def test_dense_blocks_round_trip_and_serialize(tmp_path):
 def test_inverse_before_build_is_a_clear_error():
     with pytest.raises(RuntimeError, match="call the layer forward once"):
         ActNorm().inverse(tf.zeros((1, 3)))
+
+
+def test_learned_diagonal_gaussian_log_density():
+    from zoo.layers.priors import LearnedDiagonalGaussian
+
+    prior = LearnedDiagonalGaussian(3)
+    z = tf.constant([[0.5, -1.0, 2.0]])
+    np.testing.assert_allclose(
+        prior(z), [-1.5 * np.log(2 * np.pi) - 0.5 * (0.25 + 1 + 4)], rtol=1e-4
+    )
+    prior.loc.assign([1.0, 0.0, 0.0])
+    prior.raw_scale.assign(np.log(np.expm1([2.0, 1.0, 1.0])))
+    expected = -1.5 * np.log(2 * np.pi) - np.log(2.0) - 0.5 * (0.0625 + 1 + 4)
+    np.testing.assert_allclose(prior(z), [expected], rtol=1e-4)
+    assert len(prior.trainable_variables) == 2
