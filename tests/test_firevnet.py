@@ -171,3 +171,40 @@ def test_mirrored_ice_training_reaches_every_block(cli, tmp_path):
         assert float(np.abs(v.numpy()).max()) > 0, v.path
     initialized = [float(v.numpy()) for v in model.weights if v.path.endswith("initialized")]
     assert initialized and all(i == 1.0 for i in initialized)
+
+
+def test_served_inverse_and_metamer_over_grpc(tmp_path):
+    # The official tensorflow_serving client, unchanged, against the zoo's server.
+    import grpc
+    from helpers.serving import ServerProcess, tensor
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from zoo.export import export_model
+
+    model = zoo.load("firevnet_mnist", **SMALL)
+    x = next(iter(zoo.data.load("digits", "test", batch_size=4, num_examples=4)))[0]
+    model(x, training=True)  # ActNorm init: a flow that is not the identity
+    export_model(model, tmp_path)
+    with ServerProcess(
+        "--model_name", "firevnet_mnist", "--model_base_path", str(tmp_path / "firevnet_mnist"),
+        rest=False,
+    ) as server:  # fmt: skip
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(server.target)
+        )
+
+        def predict(signature, **inputs):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "firevnet_mnist"
+            request.model_spec.signature_name = signature
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tensor(np.asarray(value, np.float32)))
+            response = stub.Predict(request, timeout=60)
+            return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+        z = model.forward(x).numpy()
+        np.testing.assert_allclose(predict("inverse", z=z)["images"], model.inverse(z), atol=1e-5)
+        out = predict("metamer", semantic=x[:2], nuisance=x[2:], alpha=[1.0, 0.5])
+        expected = metameric_sample(model, x[:2], x[2:], alpha=tf.constant([1.0, 0.5]))
+        np.testing.assert_allclose(out["images"], expected, atol=1e-5)
+        np.testing.assert_allclose(model(out["images"]), model(x[:2]), atol=1e-4)
