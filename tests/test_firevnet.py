@@ -208,3 +208,59 @@ def test_served_inverse_and_metamer_over_grpc(tmp_path):
         expected = metameric_sample(model, x[:2], x[2:], alpha=tf.constant([1.0, 0.5]))
         np.testing.assert_allclose(out["images"], expected, atol=1e-5)
         np.testing.assert_allclose(model(out["images"]), model(x[:2]), atol=1e-4)
+
+
+def _torch_irevnet_state_dict(in_half, stages, num_classes, rng):
+    """A state dict laid out as pytorch-i-revnet's iRevNet names it (random values)."""
+    sd, i, half = {}, 0, in_half
+    for channels, blocks in stages:
+        for _ in range(blocks):
+            width = channels // 4
+            convs = [(width, half), (width, width), (channels, width)]
+            kinds = ["conv", "bn", "relu", "conv", "drop", "bn", "relu", "conv"]
+            if i > 0:
+                kinds = ["bn", "relu", *kinds]
+            conv_n, bn_sizes = 0, [half, width, width] if i > 0 else [width, width]
+            for j, kind in enumerate(kinds):
+                p = f"module.stack.{i}.bottleneck_block.{j}"
+                if kind == "conv":
+                    o, c = convs[conv_n]
+                    sd[f"{p}.weight"] = rng.standard_normal((o, c, 3, 3))
+                    conv_n += 1
+                elif kind == "bn":
+                    n = bn_sizes.pop(0)
+                    for name in ("weight", "bias", "running_mean"):
+                        sd[f"{p}.{name}"] = rng.standard_normal(n)
+                    sd[f"{p}.running_var"] = rng.uniform(0.5, 2, n)
+                    sd[f"{p}.num_batches_tracked"] = np.array(7)
+            half = channels
+            i += 1
+    for name in ("weight", "bias", "running_mean"):
+        sd[f"module.bn1.{name}"] = rng.standard_normal(2 * half)
+    sd["module.bn1.running_var"] = rng.uniform(0.5, 2, 2 * half)
+    sd["module.linear.weight"] = rng.standard_normal((num_classes, 2 * half))
+    sd["module.linear.bias"] = rng.standard_normal(num_classes)
+    return sd
+
+
+def test_porting_a_pytorch_irevnet_checkpoint():
+    from zoo.models.firevnet import port_irevnet_state_dict
+
+    overrides = dict(image_shape=(16, 16, 3), num_classes=5, blocks=(2, 2), channels=(24, 96),
+                     strides=(2, 2), couplings=("additive", "additive"))  # fmt: skip
+    model = zoo.load("irevnet301", **overrides)
+    sd = _torch_irevnet_state_dict(6, [(24, 2), (96, 2)], 5, np.random.default_rng(0))
+    unused = port_irevnet_state_dict(model, sd)
+    assert unused and all(name.endswith("num_batches_tracked") for name in unused)
+    block = model.stack.blocks[2]  # the second i-RevNet block (after the initial psi)
+    conv = block.bottleneck.layers[2]
+    np.testing.assert_allclose(
+        conv.kernel.numpy(), sd["module.stack.1.bottleneck_block.2.weight"].transpose(2, 3, 1, 0),
+        rtol=1e-6,
+    )  # fmt: skip
+    bn = block.bottleneck.layers[6]  # the BatchNorm after PyTorch's Dropout (index 7)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), sd["module.stack.1.bottleneck_block.7.running_var"], rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(model.head_linear.kernel.numpy(), sd["module.linear.weight"].T, rtol=1e-6)  # fmt: skip
+    del sd["module.linear.bias"]
+    with pytest.raises(KeyError, match="linear.bias"):
+        port_irevnet_state_dict(model, sd)

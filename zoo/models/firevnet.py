@@ -837,3 +837,65 @@ def firevnet_spheres(
     """The spheres fiRevNet (App. B.2): 4 fully connected additive couplings with ReLU
     bottlenecks, no BatchNorm, on R^100; logits = the first 2 coordinates. Adam 1e-4; the
     nuisance classifier is a 3-layer ReLU MLP with 1000 units."""
+
+
+# -- porting the released i-RevNet-301 checkpoint ----------------------------------------------
+def port_irevnet_state_dict(model: IRevNet, state_dict) -> list[str]:
+    """Load the authors' PyTorch i-RevNet weights (jhjacobsen/pytorch-i-revnet) into ``model``.
+
+    ``state_dict`` maps the checkpoint's names to arrays, e.g. for the released i-RevNet-301::
+
+        import torch
+        sd = torch.load("i-revnet-301.pth.tar", map_location="cpu")["state_dict"]
+        port_irevnet_state_dict(zoo.load("irevnet301"), {k: v.numpy() for k, v in sd.items()})
+
+    Names are ``[module.]stack.{i}.bottleneck_block.{j}.{weight,bias,running_mean,running_var}``
+    for block i and ``bn1.*``, ``linear.*`` for the head. Conv kernels go from OIHW to HWIO, the
+    linear kernel is transposed, BatchNorm maps weight/bias/running_mean/running_var to
+    gamma/beta/moving_mean/moving_variance (eps 1e-5 as in PyTorch, which the model uses), and psi
+    needs no permutation (``tf.nn.space_to_depth`` has i-RevNet's channel order). Returns the
+    checkpoint entries it did not use (``num_batches_tracked`` counters, ...); raises on a
+    missing entry or a shape mismatch, naming it.
+    """
+    if not isinstance(model, IRevNet) or model.head != "linear" or model.actnorm:
+        raise TypeError(
+            "port_irevnet_state_dict needs an i-RevNet with its linear head (irevnet301)"
+        )
+    sd = {k.removeprefix("module."): np.asarray(v) for k, v in state_dict.items()}
+    used = set()
+
+    def take(name, target, transform=lambda a: a):
+        if name not in sd:
+            raise KeyError(f"the checkpoint has no {name!r}")
+        value = transform(sd[name])
+        if tuple(value.shape) != tuple(target.shape):
+            raise ValueError(
+                f"{name}: shape {tuple(value.shape)} does not fit {target.path} {tuple(target.shape)}"
+            )
+        target.assign(value.astype(np.float32))
+        used.add(name)
+
+    def bn(prefix, layer):
+        take(f"{prefix}.weight", layer.gamma)
+        take(f"{prefix}.bias", layer.beta)
+        take(f"{prefix}.running_mean", layer.moving_mean)
+        take(f"{prefix}.running_var", layer.moving_variance)
+
+    blocks = [b for b in model.stack.blocks if isinstance(b, IRevNetBlock)]
+    for i, block in enumerate(blocks):
+        # PyTorch's Sequential also numbers the ReLUs and the Dropout (kept at p=0 in the
+        # checkpoint): index j counts every module, in the order IRevNetBlock builds them.
+        torch_index = 0
+        for layer in block.bottleneck.layers:
+            prefix = f"stack.{i}.bottleneck_block.{torch_index}"
+            if isinstance(layer, keras.layers.Conv2D):
+                take(f"{prefix}.weight", layer.kernel, lambda a: a.transpose(2, 3, 1, 0))
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                bn(prefix, layer)
+            torch_index += 1
+            if isinstance(layer, keras.layers.Conv2D) and torch_index == (4 if block.first else 6):
+                torch_index += 1  # nn.Dropout after the second conv
+    bn("bn1", model.head_bn)
+    take("linear.weight", model.head_linear.kernel, lambda a: a.T)
+    take("linear.bias", model.head_linear.bias)
+    return sorted(set(sd) - used)
