@@ -153,7 +153,7 @@ def firevnet_ice(quick: bool, data_dir: str | None, output: Path, seed: int) -> 
 
     import zoo
     import zoo.data
-    from zoo.eval.metamers import metameric_sample, posthoc_nuisance_error
+    from zoo.eval.metamers import metamer_grid, metameric_sample, posthoc_nuisance_error
 
     dataset = "mnist" if data_dir else "digits"
     small = {"steps": 4, "hidden": 32}
@@ -203,6 +203,8 @@ def firevnet_ice(quick: bool, data_dir: str | None, output: Path, seed: int) -> 
             100,
         )
         seen = np.argmax(_batched(oracle, np.clip(met[:, 2:30, 2:30], 0, 1), 500), -1)
+        # Fig. 6: from x_a (α = 0) to the metamer with x_b's nuisance (α = 1), logits fixed.
+        metamer_grid(model, a[:4], b[:4], output / f"metamers_{loss}.png", steps=6)
         differ = y_test[:n_met] != y_test[:n_met][partner]
         measured[loss] = {
             "logit_test_error": round(100 * float(np.mean(np.argmax(logits, -1) != y_test)), 2),
@@ -237,6 +239,7 @@ def firevnet_ice(quick: bool, data_dir: str | None, output: Path, seed: int) -> 
             "steps per step, NLL in bits/dim",
             "posthoc_nuisance_classifier": "ReLU MLP 512-512 on standardised z_n (1014 dims)",
             "metamers": n_met,
+            "plots": ["metamers_ce.png", "metamers_ice.png"],
             "seconds": timing,
             "seed": seed,
             "quick": quick,
