@@ -53,6 +53,8 @@ def test_irevnet301_has_the_checkpoints_parameter_count():
 def test_firevnet_mnist_paper_config_and_d():
     model = zoo.load("firevnet_mnist")
     assert model.latent_dim == 1024 and model.top_shape == (4, 4, 16)
+    assert _trainable(model) == 7_625_056  # the digest's count for this reconstruction
+    assert _trainable(zoo.load("firevnet_mnist_small")) == 146_008  # "146k" in the digest
     x = tf.random.uniform((2, 28, 28, 1))
     z = model.forward(x)
     np.testing.assert_array_equal(model.forward(tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]])), z)

@@ -74,7 +74,7 @@ from zoo.models.base import (
     make_optimizer,
     scale_loss_for_replicas,
 )
-from zoo.registry import InvalidConfigError, building_name, register_model
+from zoo.registry import InvalidConfigError, building_name, register_model, register_variant
 
 PAPER = "004_a2e2a3876a23345e.txt"
 LOSSES = ("ce", "ice")
@@ -89,6 +89,8 @@ __all__ = [
     "irevnet301",
     "firevnet_mnist",
     "firevnet_spheres",
+    "firevnet_mnist_small",
+    "port_irevnet_state_dict",
 ]
 
 
@@ -837,6 +839,17 @@ def firevnet_spheres(
     """The spheres fiRevNet (App. B.2): 4 fully connected additive couplings with ReLU
     bottlenecks, no BatchNorm, on R^100; logits = the first 2 coordinates. Adam 1e-4; the
     nuisance classifier is a 3-layer ReLU MLP with 1000 units."""
+
+
+firevnet_mnist_small = register_variant(
+    "firevnet_mnist_small",
+    of=firevnet_mnist,
+    steps=4,
+    hidden=32,
+    training={"epochs": 3, "batch_size": 64},
+    description="firevnet_mnist at the scale a 2-core CPU trains: 3 levels × 4 steps, 32 filters "
+    "(the digest's small config)",
+)
 
 
 # -- porting the released i-RevNet-301 checkpoint ----------------------------------------------
