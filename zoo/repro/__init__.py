@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Experiment", "register_experiment", "list_experiments", "get_experiment"]
+__all__ = ["Experiment", "register_experiment", "list_experiments", "get_experiment", "timed_train"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,17 @@ def run(name: str, *, quick: bool = False, data_dir: str | None = None,
     result = {"experiment": name, "claim": experiment.claim, **result}
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def timed_train(**config: Any):
+    """Train with the zoo's trainer, quietly: ``TrainConfig(**config, verbose=0)``.
+
+    Returns ``(TrainResult, seconds)``; experiments report how long each training took.
+    """
+    import time
+
+    from zoo.training import TrainConfig, train
+
+    start = time.perf_counter()
+    result = train(TrainConfig(**{"verbose": 0, **config}))
+    return result, round(time.perf_counter() - start, 1)

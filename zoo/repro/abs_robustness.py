@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.repro import register_experiment
+from zoo.repro import register_experiment, timed_train
 
 # Table 1, "All ... Attacks" rows and the clean row: (median, accuracy at ε).
 PAPER_TABLE1 = {
@@ -52,24 +52,17 @@ def _arrays(dataset, split, n, data_dir):
 
 
 def _train(name, dataset, data_dir, output, seed, epochs, examples, overrides=None, tag=None):
-    from zoo.training import TrainConfig, train
-
-    start = time.perf_counter()
-    result = train(
-        TrainConfig(
-            model=name,
-            dataset=dataset,
-            data_dir=data_dir,
-            epochs=epochs,
-            train_examples=examples,
-            validation_steps=5,
-            overrides=overrides or {},
-            output=str(output / (tag or name)),
-            seed=seed,
-            verbose=0,
-        )
+    return timed_train(
+        model=name,
+        dataset=dataset,
+        data_dir=data_dir,
+        epochs=epochs,
+        train_examples=examples,
+        validation_steps=5,
+        overrides=overrides or {},
+        output=str(output / (tag or name)),
+        seed=seed,
     )
-    return result, round(time.perf_counter() - start, 1)
 
 
 def _attack_model(name, model, substitute, x, y, quick, seed, fast_model=None):

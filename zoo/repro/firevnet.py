@@ -17,33 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.repro import register_experiment
+from zoo.repro import register_experiment, timed_train
 
 PAPER = "004_a2e2a3876a23345e.txt"
-
-
-def _train(
-    model, dataset, data_dir, output, seed, epochs, batch_size, examples, overrides=None, **more
-):
-    from zoo.training import TrainConfig, train
-
-    start = time.perf_counter()
-    result = train(
-        TrainConfig(
-            model=model,
-            dataset=dataset,
-            data_dir=data_dir,
-            epochs=epochs,
-            batch_size=batch_size,
-            train_examples=examples,
-            output=str(output),
-            overrides=overrides or {},
-            seed=seed,
-            verbose=0,
-            **more,
-        )
-    )
-    return result, round(time.perf_counter() - start, 1)
 
 
 def _batched(fn, x, batch=1000):
@@ -68,9 +44,10 @@ def spheres(quick: bool, data_dir: str | None, output: Path, seed: int) -> dict:
     train_examples = 100_000 if quick else 500_000
     epochs = 2 if quick else 10
     batch_size = 256
-    result, seconds = _train(
-        "firevnet_spheres", "spheres", None, output / "firevnet_spheres", seed, epochs,
-        batch_size, train_examples, validation_steps=40,
+    result, seconds = timed_train(
+        model="firevnet_spheres", dataset="spheres", epochs=epochs, batch_size=batch_size,
+        train_examples=train_examples, validation_steps=40,
+        output=str(output / "firevnet_spheres"), seed=seed,
     )  # fmt: skip
     model = result.model
     x_train, y_train = spheres_arrays("train", num_examples=min(train_examples, 100_000), seed=0)
@@ -161,15 +138,17 @@ def firevnet_ice(quick: bool, data_dir: str | None, output: Path, seed: int) -> 
     batch_size = 64
     runs, timing = {}, {}
     for loss in ("ce", "ice"):
-        result, seconds = _train(
-            "firevnet_mnist_small", dataset, data_dir, output / f"firevnet_mnist_small_{loss}",
-            seed, epochs, batch_size, examples, {"loss": loss}, steps_per_epoch=steps,
-            validation_steps=10,
+        result, seconds = timed_train(
+            model="firevnet_mnist_small", dataset=dataset, data_dir=data_dir, epochs=epochs,
+            steps_per_epoch=steps, validation_steps=10, batch_size=batch_size,
+            train_examples=examples, overrides={"loss": loss},
+            output=str(output / f"firevnet_mnist_small_{loss}"), seed=seed,
         )  # fmt: skip
         runs[loss], timing[loss] = result, seconds
-    oracle_result, timing["cnn_oracle"] = _train(
-        "cnn_mnist", dataset, data_dir, output / "cnn_oracle", seed + 1, 1, 128, examples,
-        validation_steps=10,
+    oracle_result, timing["cnn_oracle"] = timed_train(
+        model="cnn_mnist", dataset=dataset, data_dir=data_dir, epochs=1, batch_size=128,
+        train_examples=examples, validation_steps=10, output=str(output / "cnn_oracle"),
+        seed=seed + 1,
     )  # fmt: skip
     oracle = oracle_result.model
 
