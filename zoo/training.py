@@ -2,7 +2,8 @@
 
 ``python training/train.py --model NAME [--dataset D] [--data-dir DIR] [--epochs N]
 [--steps-per-epoch N] [--batch-size N] [--strategy auto|one_device|mirrored|multi_worker]
-[--output DIR] [--export-dir BASE] [--set key=value ...]`` (also installed as ``zoo-train``).
+[--output DIR] [--export-dir BASE] [--init-from RUN_DIR] [--set key=value ...]`` (also installed as
+``zoo-train``).
 
 Why the zoo owns its loop: Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy``
 (keras-team/keras#20585, tensorflow/tensorflow#72388). Calling the model's own ``train_step``
@@ -13,6 +14,10 @@ inside ``strategy.run`` from a ``tf.function`` works on every strategy, so that 
   by the number of replicas and the optimizer all-reduces the gradients;
 - per-step logs are the mean over replicas (what ``fit`` shows); epoch-end logs are read from the
   metric variables in cross-replica context, which sums their totals and counts exactly;
+- ``--init-from RUN_DIR`` starts from another run's weights (the second phase of a two-phase
+  protocol, or a transfer task). For the same model the run's config is the base and ``--set``
+  changes it; weights are copied by name wherever the shapes agree, and the rest (a new head
+  for a different label set) keeps its fresh initialisation and is listed in ``config.json``;
 - Keras callbacks are driven through ``keras.callbacks.CallbackList``: progress bar, TensorBoard
   (``logs/``), ``BackupAndRestore`` (``backup/``; a killed run resumes from the last completed
   epoch), ``ModelCheckpoint`` (``checkpoints/``) and a stop on NaN.
@@ -80,6 +85,7 @@ class TrainConfig:
     train_examples: int | None = None
     verbose: int = 1
     callbacks: list[Any] = field(default_factory=list)  # extra keras.callbacks.Callback objects
+    init_from: str | None = None  # a run directory (or weights file) to start from
 
 
 @dataclass
@@ -241,7 +247,9 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     try:
         spec = zoo.get_spec(cfg.model)
-        config = spec.config(**cfg.overrides)
+        init = _read_init_from(cfg.init_from, spec.name) if cfg.init_from else None
+        base = init["config"] if init and init["model"] == spec.name else {}
+        config = spec.config(**{**base, **cfg.overrides})
     except (zoo.UnknownModelError, zoo.InvalidConfigError) as e:
         raise UsageError(str(e)) from e
     dataset = cfg.dataset or spec.dataset
@@ -283,14 +291,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         "strategy_class": type(strategy).__name__,
         "num_replicas": replicas,
         "seed": cfg.seed,
+        "init_from": None,
         "zoo_version": zoo.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
     if chief:
         _check_output(output, record)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.json").write_text(json.dumps(record, indent=2))
 
     # Build first: a config the builder rejects is a usage error, found before any data loads.
     keras.utils.set_random_seed(cfg.seed)
@@ -300,6 +307,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         except zoo.InvalidConfigError as e:
             raise UsageError(str(e)) from e
         model.compile()
+        if init is not None:
+            record["init_from"] = _initialize_from(model, init)
+    if chief:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(record, indent=2))
 
     train_split, eval_split = spec.training["train_split"], spec.training["eval_split"]
     train_ds = zoo.data.load(
@@ -475,6 +487,74 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
 
 
+def _read_init_from(path: str, model_name: str) -> dict[str, Any]:
+    """What ``--init-from`` names: ``{"path", "weights", "model", "config"}``.
+
+    A run directory holds ``weights.weights.h5`` and ``config.json`` (model and config); a bare
+    weights file is taken to belong to ``model_name`` with its default config.
+    """
+    p = Path(path)
+    if p.is_dir():
+        weights = p / WEIGHTS_FILENAME
+        if not weights.is_file():
+            raise UsageError(
+                f"--init-from {p}: no {WEIGHTS_FILENAME} there; pass a zoo-train --output "
+                f"directory of a finished run, or a .weights.h5 file"
+            )
+        record = (
+            json.loads((p / "config.json").read_text()) if (p / "config.json").is_file() else {}
+        )
+        return {
+            "path": str(p),
+            "weights": str(weights),
+            "model": record.get("model", model_name),
+            "config": record.get("config", {}),
+        }
+    if p.is_file() and p.name.endswith(".weights.h5"):
+        return {"path": str(p), "weights": str(p), "model": model_name, "config": {}}
+    raise UsageError(f"--init-from {p}: not a run directory or a .weights.h5 file")
+
+
+def _initialize_from(model, init: dict[str, Any]) -> dict[str, Any]:
+    """Copy ``init``'s weights into ``model`` wherever a weight of the same name and shape exists
+    (names without the model's own name, so runs of different models can share layers).
+
+    Returns what was done, for ``config.json``; raises UsageError when nothing fits.
+    """
+    import zoo
+    from zoo.weights import WeightsError
+
+    try:
+        source = zoo.load(init["model"], weights=init["weights"], **init["config"])
+    except (WeightsError, zoo.InvalidConfigError, zoo.UnknownModelError) as e:
+        raise UsageError(f"--init-from {init['path']}: {e}") from e
+
+    def key(v) -> str:
+        return v.path.split("/", 1)[1] if "/" in v.path else v.path
+
+    available = {key(v): v for v in source.weights}
+    copied, fresh = [], []
+    for v in model.weights:
+        src = available.get(key(v))
+        if src is not None and tuple(src.shape) == tuple(v.shape):
+            v.assign(src.numpy())
+            copied.append(key(v))
+        else:
+            fresh.append(key(v))
+    if not copied:
+        raise UsageError(
+            f"--init-from {init['path']}: none of its weights ({init['model']}) fits "
+            f"{model.zoo_name}; names and shapes must agree"
+        )
+    return {
+        "path": init["path"],
+        "model": init["model"],
+        "config": init["config"],
+        "copied": len(copied),
+        "reinitialized": fresh,
+    }
+
+
 def weights_fingerprint(model) -> str:
     """sha256 over the model's weights (not the optimizer's): equal iff the weights are equal."""
     import hashlib
@@ -527,6 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-examples", type=int, help="use only the first N training examples (quick runs)"
     )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start from this run's weights (a zoo-train --output directory or a .weights.h5 "
+        "file); for the same model its config is the base that --set changes. E.g. the second "
+        "phase of racecar training: --set phase=2 --init-from runs/phase1",
+    )
     add_overrides_argument(p)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p
@@ -558,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_devices=args.cpu_devices,
         train_examples=args.train_examples,
         verbose=args.verbose,
+        init_from=args.init_from,
     )
     from zoo.data import DatasetError
     from zoo.weights import WeightsError

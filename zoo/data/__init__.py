@@ -9,6 +9,11 @@ Zoo datasets:
 
 - ``spheres``: the fiRevNet paper's two concentric spheres in R^100 (radii 1 and 10, label =
   which sphere); procedural. See :mod:`zoo.data.spheres`.
+- ``peak``: the racecar paper's SVD-test images (a disk top left or bottom right on random
+  strokes; 100 train, 10 test); procedural. See :mod:`zoo.data.peak`.
+- ``var_u`` and ``var_u_swapped``: the 12-bit task of the racecar paper's mutual-information test
+  (3277 train, 819 test) and its task B with the labels exchanged; procedural. See
+  :mod:`zoo.data.var_u`.
 
 Any other name goes to ``tfds.load``.
 """
@@ -70,6 +75,44 @@ def _spheres(split, data_dir, num_examples, seed, download):
     from zoo.data.spheres import spheres_arrays
 
     return spheres_arrays(split, num_examples=num_examples, seed=seed)
+
+
+@register_dataset(
+    "peak",
+    splits=("train", "test"),
+    description="racecar SVD test: a disk top left (0) or bottom right (1) on random strokes "
+    "(28x28x1; 100 train, 10 test); offline, seeded",
+    procedural=True,
+)
+def _peak(split, data_dir, num_examples, seed, download):
+    from zoo.data.peak import peak_arrays
+
+    return peak_arrays(split, num_examples=num_examples, seed=seed)
+
+
+@register_dataset(
+    "var_u",
+    splits=("train", "test"),
+    description="12-bit information-plane task (Shwartz-Ziv & Tishby), regenerated; 3277 train, "
+    "819 test; offline",
+    procedural=True,
+)
+def _var_u(split, data_dir, num_examples, seed, download):
+    from zoo.data.var_u import var_u_arrays
+
+    return var_u_arrays(split, num_examples=num_examples)
+
+
+@register_dataset(
+    "var_u_swapped",
+    splits=("train", "test"),
+    description="var_u with its two labels exchanged (the racecar MI test's transfer task B)",
+    procedural=True,
+)
+def _var_u_swapped(split, data_dir, num_examples, seed, download):
+    from zoo.data.var_u import var_u_arrays
+
+    return var_u_arrays(split, num_examples=num_examples, swapped=True)
 
 
 def _as_float_images(images: np.ndarray) -> np.ndarray:
