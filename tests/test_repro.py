@@ -14,7 +14,10 @@ def test_list_names_every_experiment_in_order(cli):
     proc = cli(["-m", "zoo.repro", "--list"])
     assert proc.returncode == 0, proc.stderr
     names = [line.split()[0] for line in proc.stdout.strip().splitlines()]
-    assert names == ["abs_robustness", "cnn_digits", "firevnet_ice", "spheres"]
+    assert names == [
+        "abs_robustness", "cnn_digits", "firevnet_ice", "racecar_mi", "racecar_peak",
+        "racecar_two_image", "spheres",
+    ]  # fmt: skip
 
 
 def test_unknown_experiment_exits_2_with_close_match(capsys):

@@ -529,18 +529,19 @@ def _initialize_from(model, init: dict[str, Any]) -> dict[str, Any]:
     except (WeightsError, zoo.InvalidConfigError, zoo.UnknownModelError) as e:
         raise UsageError(f"--init-from {init['path']}: {e}") from e
 
-    def key(v) -> str:
-        return v.path.split("/", 1)[1] if "/" in v.path else v.path
+    def key(v, owner) -> str:  # a model's own weights are prefixed with its (registered) name
+        prefix = f"{owner.name}/"
+        return v.path[len(prefix) :] if v.path.startswith(prefix) else v.path
 
-    available = {key(v): v for v in source.weights}
+    available = {key(v, source): v for v in source.weights}
     copied, fresh = [], []
     for v in model.weights:
-        src = available.get(key(v))
+        src = available.get(key(v, model))
         if src is not None and tuple(src.shape) == tuple(v.shape):
             v.assign(src.numpy())
-            copied.append(key(v))
+            copied.append(key(v, model))
         else:
-            fresh.append(key(v))
+            fresh.append(key(v, model))
     if not copied:
         raise UsageError(
             f"--init-from {init['path']}: none of its weights ({init['model']}) fits "

@@ -8,6 +8,10 @@
 - :mod:`zoo.eval.bounds`: the ABS L2 lower bound (:func:`lower_bound_l2`).
 - :mod:`zoo.eval.metamers`: metameric sampling and nuisance interpolation for fully invertible
   classifiers, a PNG grid, and the post-hoc nuisance classifier (:func:`posthoc_nuisance_error`).
+- :mod:`zoo.eval.spectral`: the right singular vectors of a layer (:func:`kernel_svd`, in the
+  layer matrix's orientation), subspace energies, principal angles, PCA bases and PNG grids.
+- :mod:`zoo.eval.information`: binned mutual information I(X;T), I(T;Y) over a pattern set and
+  the information-plane PNG.
 """
 
 from zoo.eval.attacks import (
@@ -21,6 +25,7 @@ from zoo.eval.attacks import (
     transfer,
 )
 from zoo.eval.bounds import lower_bound_from_fits, lower_bound_l2
+from zoo.eval.information import binned_mutual_information, plot_information_plane
 from zoo.eval.metamers import (
     metamer_grid,
     metameric_sample,
@@ -37,6 +42,14 @@ from zoo.eval.metrics import (
     median_distance,
     robustness_curves,
     summarize,
+)
+from zoo.eval.spectral import (
+    kernel_svd,
+    max_abs_cosine,
+    pca_basis,
+    principal_cosines,
+    save_vector_images,
+    subspace_energy,
 )
 
 __all__ = [
@@ -63,4 +76,12 @@ __all__ = [
     "nuisance_interpolation",
     "metamer_grid",
     "posthoc_nuisance_error",
+    "kernel_svd",
+    "subspace_energy",
+    "principal_cosines",
+    "pca_basis",
+    "max_abs_cosine",
+    "save_vector_images",
+    "binned_mutual_information",
+    "plot_information_plane",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["binned_mutual_information", "discretize"]
+__all__ = ["binned_mutual_information", "discretize", "plot_information_plane"]
 
 
 def discretize(activations, bins: int = 30, value_range=(-1.0, 1.0)) -> np.ndarray:
@@ -58,3 +58,32 @@ def binned_mutual_information(
     h_y = float(_entropy_bits(py.mean(axis=0)))
     h_y_given_t = float(np.sum(p_t * _entropy_bits(p_y_given_t)))
     return h_t, h_y - h_y_given_t
+
+
+def plot_information_plane(curves: dict, path, max_bits: float = 12.0):
+    """A PNG of the information plane: per label, the layers' ``(I(X;D), I(D;Y))`` joined in
+    layer order (the paper's Fig. 5). ``curves``: label → ``[[I_XD, I_DY], ...]``."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for label, points in curves.items():
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, "o-", label=label)
+        for i, (px, py) in enumerate(points):
+            ax.annotate(
+                f"D{i + 2}", (px, py), fontsize=6, xytext=(2, 2), textcoords="offset points"
+            )
+    ax.set_xlim(0, max_bits + 0.5)
+    ax.set_xlabel("I(X;D) [bits]")
+    ax.set_ylabel("I(D;Y) [bits]")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -306,6 +306,7 @@ class RacecarModel(ZooClassifier):
     def forward_states(self, x, training=False):
         """``(logits, [d_1, ..., d_{n+1}])``: the forward pass with its recorded states (d_1 is
         the scaled, flattened-if-dense input)."""
+        x = tf.convert_to_tensor(x)
         check_image_batch(x, self.image_shape, self.zoo_name)
         return self._forward(x, training=training)
 
@@ -316,6 +317,7 @@ class RacecarModel(ZooClassifier):
 
     def reconstruct(self, x, training=False):
         """The input reconstructed by the reverse pass (d'_1), in the input's shape and units."""
+        x = tf.convert_to_tensor(x)
         _, states = self.forward_states(x, training=training)
         rec = self._reconstruction(states, training=training)
         return tf.reshape(rec, tf.shape(x)) / tf.cast(self.input_scale, rec.dtype)
@@ -373,6 +375,10 @@ class RacecarModel(ZooClassifier):
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
         self.accuracy_metric.update_state(y, logits)
+        if self.racecar_reduction != "mean":
+            # Logged as the global-batch sum, so figures agree whatever the replica count.
+            ctx = tf.distribute.get_replica_context()
+            rr = rr * float(ctx.num_replicas_in_sync if ctx is not None else 1)
         terms = {"racecar_loss": rr} if self.racecar_active else {}
         terms.update({"ort_loss": ort} if self.ort_active else {})
         return self._track(loss=task + rr + ort, task_loss=task, **terms)
@@ -553,9 +559,9 @@ class RacecarStack(RacecarModel):
 
     def build_for_inputs(self):
         x = tf.zeros((2, *self.image_shape))
-        self(x, training=False)  # marks the model built
         _, states = self._forward(x, training=False)
         self._reverse_pairs(states, training=False)  # builds the shadow BatchNorm statistics
+        self(x, training=False)  # marks the model built, now that every sublayer is
         return self
 
     # forward: d_1 = scaled input (flattened if the first stage is dense)
