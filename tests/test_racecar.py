@@ -522,3 +522,12 @@ def test_two_image_reproduction_meets_its_targets(tmp_path):
     assert min(result["measured"]["RR"]["energy_in_singular_subspace"]) > 0.8
     assert max(result["measured"]["Std"]["energy_in_singular_subspace"]) < 0.05
     assert (tmp_path / "two_image.png").stat().st_size > 1000
+
+
+def test_init_from_a_missing_run_is_a_usage_error(tmp_path):
+    from zoo.training import TrainConfig, UsageError, train
+
+    with pytest.raises(UsageError, match="--init-from"):
+        train(
+            TrainConfig(model="racecar_mnist_mlp", init_from=str(tmp_path / "nowhere"), verbose=0)
+        )

@@ -490,29 +490,24 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _read_init_from(path: str, model_name: str) -> dict[str, Any]:
     """What ``--init-from`` names: ``{"path", "weights", "model", "config"}``.
 
-    A run directory holds ``weights.weights.h5`` and ``config.json`` (model and config); a bare
-    weights file is taken to belong to ``model_name`` with its default config.
+    Anything ``zoo.load(weights=...)`` accepts: a run directory, whose ``config.json`` gives the
+    model and config; a weights file or manifest tag, taken to be ``model_name``'s with its
+    default config.
     """
-    p = Path(path)
-    if p.is_dir():
-        weights = p / WEIGHTS_FILENAME
-        if not weights.is_file():
-            raise UsageError(
-                f"--init-from {p}: no {WEIGHTS_FILENAME} there; pass a zoo-train --output "
-                f"directory of a finished run, or a .weights.h5 file"
-            )
-        record = (
-            json.loads((p / "config.json").read_text()) if (p / "config.json").is_file() else {}
-        )
-        return {
-            "path": str(p),
-            "weights": str(weights),
-            "model": record.get("model", model_name),
-            "config": record.get("config", {}),
-        }
-    if p.is_file() and p.name.endswith(".weights.h5"):
-        return {"path": str(p), "weights": str(p), "model": model_name, "config": {}}
-    raise UsageError(f"--init-from {p}: not a run directory or a .weights.h5 file")
+    from zoo.weights import WeightsError, resolve
+
+    try:
+        weights, _ = resolve(model_name, path)
+    except WeightsError as e:
+        raise UsageError(f"--init-from: {e}") from e
+    config_file = Path(path) / "config.json"
+    record = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    return {
+        "path": str(path),
+        "weights": str(weights),
+        "model": record.get("model", model_name),
+        "config": record.get("config", {}),
+    }
 
 
 def _initialize_from(model, init: dict[str, Any]) -> dict[str, Any]:
