@@ -315,6 +315,7 @@ def test_ort_training_makes_kernels_more_orthogonal():
 def test_racecar_config_errors_are_clear():
     with pytest.raises(zoo.InvalidConfigError, match="regularizer"):
         zoo.load("racecar_mnist_2img", regularizer="l2")
+    assert zoo.load("racecar_mnist_2img", regularizer=None).regularizer == "none"  # --set ...=none
     with pytest.raises(zoo.InvalidConfigError, match="layerwise"):
         RacecarResNet(blocks_per_stage=1, mode="full")
     m = zoo.load("racecar_mnist_mlp", racecar_lambda=[1e-2, 1e-2])

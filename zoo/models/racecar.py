@@ -210,6 +210,8 @@ class RacecarModel(ZooClassifier):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if regularizer is None:  # `--set regularizer=none` parses to None
+            regularizer = "none"
         if regularizer not in REGULARIZERS:
             raise InvalidConfigError(
                 f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}"
