@@ -46,6 +46,11 @@ __all__ = [
     "Invertible1x1Conv",
     "AdditiveCoupling",
     "AffineCoupling",
+    "TwoSidedAffineCoupling",
+    "Concatenated",
+    "HaarUpsampling",
+    "FlattenNCHW",
+    "UnflattenNCHW",
     "IRevNetBlock",
     "DCTReadout",
     "conv_network",
@@ -171,6 +176,72 @@ class HaarDownsampling(InvertibleLayer):
         coeffs = tf.reshape(y, (s[0], s[1], s[2], c, 4))
         x = self._mix(coeffs, transpose_out=False)  # (..., 4, c): H is its own inverse
         return tf.nn.depth_to_space(tf.reshape(x, (s[0], s[1], s[2], 4 * c)), 2)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class HaarUpsampling(HaarDownsampling):
+    """The inverse Haar transform as a forward block (FrEIA's ``haar_restore_layer``):
+    H×W×4C → 2H×2W×C, the exact inverse of :class:`HaarDownsampling`."""
+
+    def _forward(self, x, training):
+        return HaarDownsampling._inverse(self, x, training), _zeros_per_example(x)
+
+    def _inverse(self, y, training):
+        return HaarDownsampling._forward(self, y, training)[0]
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class FlattenNCHW(InvertibleLayer):
+    """``(B, H, W, C) → (B, C·H·W)`` in PyTorch's NCHW order (channel-major), and back.
+
+    Reference flows written in PyTorch flatten channel-major, and what a coupling on the flat
+    vector conditions on, or which coordinates a bottleneck keeps, depends on that order."""
+
+    volume_preserving = True
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or any(d is None for d in input_shape[1:]):
+            raise ValueError(f"{self.name}: needs a fully known (H, W, C) shape, got {input_shape}")
+        self.image_shape = tuple(int(d) for d in input_shape[1:])
+
+    def _forward(self, x, training):
+        flat = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), (tf.shape(x)[0], -1))
+        return flat, _zeros_per_example(x)
+
+    def _inverse(self, y, training):
+        h, w, c = self.image_shape
+        return tf.transpose(tf.reshape(y, (tf.shape(y)[0], c, h, w)), [0, 2, 3, 1])
+
+    def compute_output_shape(self, shape):
+        return (shape[0], int(np.prod(shape[1:])))
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class UnflattenNCHW(FlattenNCHW):
+    """``(B, C·H·W) → (B, H, W, C)`` from NCHW order: the inverse of :class:`FlattenNCHW`."""
+
+    def __init__(self, image_shape: Sequence[int], **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(d) for d in image_shape)
+
+    def build(self, input_shape):
+        if int(input_shape[-1]) != int(np.prod(self.image_shape)):
+            raise ValueError(
+                f"{self.name}: {input_shape[-1]} features do not fill an image of shape "
+                f"{self.image_shape}"
+            )
+
+    def _forward(self, x, training):
+        return FlattenNCHW._inverse(self, x, training), _zeros_per_example(x)
+
+    def _inverse(self, y, training):
+        return FlattenNCHW._forward(self, y, training)[0]
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *self.image_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "image_shape": list(self.image_shape)}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -354,35 +425,97 @@ def conv_network(
     batchnorm: bool = True,
     batchnorm_momentum: float = 0.9,
     name: str | None = None,
+    activation: str | keras.layers.Layer = "relu",
+    last_kernel_size: int | None = None,
+    initializer: str | keras.initializers.Initializer = "glorot_uniform",
 ) -> keras.Sequential:
-    """A coupling network: (conv k×k → [BN] → ReLU) × (depth − 1) → conv k×k, zero-initialised
+    """A coupling network: (conv k×k → [BN] → activation) × (depth − 1) → conv, zero-initialised
     last layer (the coupling starts as the identity).
 
     BatchNorm momentum 0.9 is PyTorch's default (0.1 there), as in the reference flows. Keras'
     0.99 lets the moving statistics lag the weights: a briefly trained flow then classifies well
-    with batch statistics and badly in inference mode (83 % vs 99 % for a small iCE fiRevNet)."""
+    with batch statistics and badly in inference mode (83 % vs 99 % for a small iCE fiRevNet).
+
+    ``activation`` (a name, or a layer factory such as ``lambda: LeakyReLU(0.1)``),
+    ``last_kernel_size`` (default ``kernel_size``) and ``initializer`` (kernels, and biases when
+    it is not the Glorot default) describe other flows' subnets, e.g. FrEIA's ``F_conv``."""
     layers = []
+    bias_init = "zeros" if initializer == "glorot_uniform" else initializer
     for _ in range(depth - 1):
         layers.append(
-            keras.layers.Conv2D(hidden, kernel_size, padding="same", use_bias=not batchnorm)
-        )
+            keras.layers.Conv2D(
+                hidden, kernel_size, padding="same", use_bias=not batchnorm,
+                kernel_initializer=initializer, bias_initializer=bias_init,
+            )
+        )  # fmt: skip
         if batchnorm:
             layers.append(keras.layers.BatchNormalization(momentum=batchnorm_momentum))
-        layers.append(keras.layers.ReLU())
+        layers.append(_activation_layer(activation))
     layers.append(
-        keras.layers.Conv2D(out_channels, kernel_size, padding="same", kernel_initializer="zeros")
-    )
+        keras.layers.Conv2D(
+            out_channels, last_kernel_size or kernel_size, padding="same",
+            kernel_initializer="zeros",
+        )
+    )  # fmt: skip
     return keras.Sequential(layers, name=name)
+
+
+def _activation_layer(activation):
+    if activation == "relu":
+        return keras.layers.ReLU()
+    if callable(activation) and not isinstance(activation, str):
+        return activation()
+    return keras.layers.Activation(activation)
 
 
 def dense_network(
-    hidden: int, out_features: int, depth: int = 3, name: str | None = None
+    hidden: int,
+    out_features: int,
+    depth: int = 3,
+    name: str | None = None,
+    initializer: str | keras.initializers.Initializer = "glorot_uniform",
 ) -> keras.Sequential:
     """A fully connected coupling network: (Dense → ReLU) × (depth − 1) → Dense, zero-initialised
-    last layer."""
-    layers = [keras.layers.Dense(hidden, activation="relu") for _ in range(depth - 1)]
+    last layer. ``initializer`` as in :func:`conv_network`."""
+    bias_init = "zeros" if initializer == "glorot_uniform" else initializer
+    layers = [
+        keras.layers.Dense(
+            hidden, activation="relu", kernel_initializer=initializer, bias_initializer=bias_init
+        )
+        for _ in range(depth - 1)
+    ]
     layers.append(keras.layers.Dense(out_features, kernel_initializer="zeros"))
     return keras.Sequential(layers, name=name)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class Concatenated(keras.layers.Layer):
+    """Runs each network on the same input and concatenates their outputs on the last axis: a
+    coupling network made of separate scale and shift subnets (FrEIA's ``rev_multiplicative``
+    layer has one per coefficient)."""
+
+    def __init__(self, networks: Sequence[keras.layers.Layer], **kwargs):
+        super().__init__(**kwargs)
+        self.networks = list(networks)
+
+    def build(self, input_shape):
+        for net in self.networks:
+            net.build(input_shape)
+
+    def call(self, x, training=False):
+        return tf.concat([net(x, training=training) for net in self.networks], axis=-1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "networks": [keras.saving.serialize_keras_object(n) for n in self.networks],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["networks"] = [keras.saving.deserialize_keras_object(n) for n in config["networks"]]
+        return cls(**config)
 
 
 class _Coupling(InvertibleLayer):
@@ -478,6 +611,69 @@ class AffineCoupling(_Coupling):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "clamp": self.clamp}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TwoSidedAffineCoupling(InvertibleLayer):
+    """Both halves transformed (Ardizzone et al. 2018; FrEIA's ``glow_coupling_layer``; the INN
+    autoencoder's coupling, 003_2c9ba5de01816b66.txt eqs. 1–4)::
+
+        y1 = x1 · exp(s2(x2)) + t2(x2)        x2 = (y2 − t1(y1)) · exp(−s1(y1))
+        y2 = x2 · exp(s1(y1)) + t1(y1)        x1 = (y1 − t2(x2)) · exp(−s2(x2))
+
+    ``network2`` maps x2 to ``[s2, t2]`` (twice x1's channels) and ``network1`` maps y1 to
+    ``[s1, t1]``. The log-scales go through the soft clamp ``clamp·(2/π)·atan(s/clamp)``. The
+    split is fixed: x1 is the first ``C // 2`` channels. log-det = Σ s1 + Σ s2.
+    """
+
+    def __init__(self, network1, network2, clamp: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.network1, self.network2 = network1, network2
+        self.clamp = float(clamp)
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        if c < 2:
+            raise ValueError(f"{self.name}: a coupling needs at least 2 channels, got {c}")
+        self.c1 = c // 2
+        self.network2.build((*input_shape[:-1], c - self.c1))
+        self.network1.build((*input_shape[:-1], self.c1))
+
+    def _coefficients(self, network, x, training):
+        h = network(x, training=training)
+        half = h.shape[-1] // 2
+        return soft_clamp(h[..., :half], self.clamp), h[..., half:]
+
+    def _forward(self, x, training):
+        x1, x2 = x[..., : self.c1], x[..., self.c1 :]
+        s2, t2 = self._coefficients(self.network2, x2, training)
+        y1 = x1 * tf.exp(s2) + t2
+        s1, t1 = self._coefficients(self.network1, y1, training)
+        y2 = x2 * tf.exp(s1) + t1
+        return tf.concat([y1, y2], -1), _sum_per_example(s1) + _sum_per_example(s2)
+
+    def _inverse(self, y, training):
+        y1, y2 = y[..., : self.c1], y[..., self.c1 :]
+        s1, t1 = self._coefficients(self.network1, y1, training)
+        x2 = (y2 - t1) * tf.exp(-s1)
+        s2, t2 = self._coefficients(self.network2, x2, training)
+        x1 = (y1 - t2) * tf.exp(-s2)
+        return tf.concat([x1, x2], -1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "network1": keras.saving.serialize_keras_object(self.network1),
+            "network2": keras.saving.serialize_keras_object(self.network2),
+            "clamp": self.clamp,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("network1", "network2"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
