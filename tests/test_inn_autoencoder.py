@@ -210,20 +210,22 @@ def test_learning_rate_milestones_count_epochs():
 def test_a_short_training_run_lowers_held_out_l1_on_digits(tmp_path):
     from zoo.training import TrainConfig, train
 
-    before = zoo.load("inn_ae_mnist", k=16, conv_hidden=16, fc_hidden=32)
+    config = {"k": 64, "conv_hidden": 8, "fc_hidden": 180, "learning_rate": 3e-3}
+    before = zoo.load("inn_ae_mnist", **config)
     test = zoo.data.load("digits", "test", batch_size=200, num_examples=400)
     before.compile()
     l1_before = before.evaluate(test, verbose=0, return_dict=True)["reconstruction"]
     result = train(
         TrainConfig(
-            model="inn_ae_mnist", dataset="digits", epochs=1, steps_per_epoch=60, batch_size=64,
-            train_examples=4000, validation_steps=2, output=str(tmp_path / "run"), verbose=0,
-            overrides={"k": 16, "conv_hidden": 16, "fc_hidden": 32},
+            model="inn_ae_mnist", dataset="digits", epochs=1, steps_per_epoch=150, batch_size=128,
+            train_examples=6000, validation_steps=2, output=str(tmp_path / "run"), verbose=0,
+            overrides=config,
         )
     )  # fmt: skip
     after = result.model
     l1_after = after.evaluate(test, verbose=0, return_dict=True)["reconstruction"]
-    assert l1_after < 0.8 * l1_before, (l1_before, l1_after)
+    # Held-out digits (the test split is generated apart from the training split).
+    assert l1_after < 0.85 * l1_before, (l1_before, l1_after)  # 0.113 before training
 
 
 def test_classic_autoencoder_trains_and_has_the_same_interface():
@@ -305,3 +307,19 @@ def test_bad_configs_and_inputs_get_clear_errors():
         zoo.load("inn_ae_mnist", image_shape=(30, 30, 1), **TINY)
     with pytest.raises(ValueError, match="28, 28, 1"):
         zoo.load("inn_ae_mnist", **TINY).encode(tf.zeros((1, 32, 32, 1)))
+
+
+def test_celeba_datasets_read_tfds_celeb_a_images_at_each_models_size():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=4):
+        full = next(iter(zoo.data.load("celeba", "train", batch_size=2, shuffle=False)))[0]
+        crop = next(iter(zoo.data.load("celeba_156x128", "train", batch_size=2, shuffle=False)))[0]
+    assert full.shape == (2, 218, 178, 3) and crop.shape == (2, 156, 128, 3)
+    assert (
+        full.dtype == tf.float32
+        and 0 <= float(tf.reduce_min(full)) <= float(tf.reduce_max(full)) <= 1
+    )
+    np.testing.assert_array_equal(crop.numpy(), full.numpy()[:, 31:187, 25:153])
+    assert zoo.get_spec("inn_ae_celeba").dataset == "celeba_156x128"
+    assert zoo.get_spec("ae_celeba").dataset == "celeba"

@@ -11,6 +11,8 @@ Zoo datasets:
   which sphere); procedural. See :mod:`zoo.data.spheres`.
 - ``peak``: the racecar paper's SVD-test images (a disk top left or bottom right on random
   strokes; 100 train, 10 test); procedural. See :mod:`zoo.data.peak`.
+- ``celeba`` and ``celeba_156x128``: TFDS ``celeb_a`` images (218×178, or centre-cropped to
+  156×128 for the INN autoencoder), label 0.
 - ``var_u`` and ``var_u_swapped``: the 12-bit task of the racecar paper's mutual-information test
   (3277 train, 819 test) and its task B with the labels exchanged; procedural. See
   :mod:`zoo.data.var_u`.
@@ -23,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from zoo.data import mnist_files
 from zoo.data.core import (
@@ -113,6 +116,26 @@ def _var_u_swapped(split, data_dir, num_examples, seed, download):
     from zoo.data.var_u import var_u_arrays
 
     return var_u_arrays(split, num_examples=num_examples, swapped=True)
+
+
+@register_dataset(
+    "celeba",
+    splits=("train", "validation", "test"),
+    description="CelebA faces via TFDS celeb_a, 218x178x3 in [0, 1] (label 0)",
+)
+def _celeba(split, data_dir, num_examples, seed, download):
+    return tfds_source("celeb_a", split, data_dir, download, image_key="image")
+
+
+@register_dataset(
+    "celeba_156x128",
+    splits=("train", "validation", "test"),
+    description="CelebA faces via TFDS celeb_a, centre-cropped to 156x128x3 (the INN "
+    "autoencoder's input, divisible by 4 for two Haar levels)",
+)
+def _celeba_156x128(split, data_dir, num_examples, seed, download):
+    ds = tfds_source("celeb_a", split, data_dir, download, image_key="image")
+    return ds.map(lambda x, y: (tf.image.crop_to_bounding_box(x, 31, 25, 156, 128), y))
 
 
 def _as_float_images(images: np.ndarray) -> np.ndarray:

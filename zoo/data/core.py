@@ -138,10 +138,13 @@ def tfds_source(
     download: bool,
     alternative: str | None = None,
     extra_hint: str = "",
+    image_key: str | None = None,
 ) -> tf.data.Dataset:
     """Unbatched ``(image float32 in [0, 1], label)`` examples of a TFDS dataset.
 
     Reads prepared data without touching the network; downloads only if allowed and reachable.
+    ``image_key``: for datasets without supervised keys (CelebA), the feature that is the image;
+    the label is then 0.
     """
     import tensorflow_datasets as tfds
 
@@ -153,6 +156,9 @@ def tfds_source(
 
     def read():
         try:
+            if image_key is not None:
+                ds = builder.as_dataset(split=split, shuffle_files=False)
+                return ds.map(lambda f: (f[image_key], tf.constant(0, tf.int64)))
             return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         except (ValueError, KeyError) as e:
             raise DatasetError(

@@ -544,9 +544,10 @@ inn_ae_cifar10 = register_variant(
 )  # fmt: skip
 inn_ae_celeba = register_variant(
     "inn_ae_celeba", of=inn_ae_mnist, image_shape=(156, 128, 3), levels=(3, 3), conv_hidden=128,
-    fc_hidden=200, lr_milestones=(6, 7, 8), k=300, dataset="celeb_a",
+    fc_hidden=200, lr_milestones=(6, 7, 8), k=300, dataset="celeba_156x128",
     training={"epochs": 8, "batch_size": 32},
-    description="The CelebA INN autoencoder on 156×128 crops (the authors' legacy size): two Haar "
+    description="The CelebA INN autoencoder on 156×128 centre crops (the authors' legacy size; "
+    "dataset celeba_156x128): two Haar "
     "levels with 3 glow conv couplings each (hidden 128), FC coupling (hidden 200); 50,070,152 "
     "parameters; 8 epochs at batch 32, lr ÷10 at 6, 7 and 8.",
 )  # fmt: skip
@@ -604,7 +605,7 @@ ae_cifar10 = register_variant(
 )  # fmt: skip
 ae_celeba = register_variant(
     "ae_celeba", of=ae_mnist, architecture="celeba_conv", image_shape=(218, 178, 3), k=300,
-    lr_milestones=(8, 9), dataset="celeb_a", training={"epochs": 10, "batch_size": 32},
+    lr_milestones=(8, 9), dataset="celeba", training={"epochs": 10, "batch_size": 32},
     description="The classical CelebA autoencoder of the authors' code: five 4×4 stride-2 convs "
     "(128-256-512-1024-1024) on 218×178 images, FC to k, mirrored; 10 epochs, lr ÷10 at 8 and 9.",
 )  # fmt: skip
