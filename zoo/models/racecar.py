@@ -36,7 +36,7 @@ Every configuration of a model has the same variables (the tied layers, BatchNor
 statistics and the SRIP coefficient), so weights move freely between Std, Ort and RR runs and
 between the two phases.
 
-Deviation from the reference demos, recorded in each config: the demos apply softmax
+Deviation from the reference demos: the demos apply softmax
 cross-entropy to softmax outputs (a double softmax, digest §4.2 item 13); the zoo uses the proper
 cross-entropy on the logits.
 """
@@ -69,10 +69,6 @@ PAPER = "000_7daca03a93eb4fe1.txt"
 REGULARIZERS = ("none", "rr", "ort")
 MODES = ("full", "layerwise")
 REDUCTIONS = ("sum_half", "sum", "mean")
-CE_NOTE = (
-    "proper softmax cross-entropy on the logits; the authors' demos apply it to softmax outputs "
-    "(a double softmax)"
-)
 
 
 # -- the losses ----------------------------------------------------------------------------------
