@@ -442,3 +442,17 @@ def test_console_scripts_point_at_the_clis():
         assert f"from {module} import {func}" in "".join(
             p.read_text() for p in (root / folder).glob("*.py")
         )
+
+
+def test_shared_config_adds_family_keys_the_builder_does_not_declare():
+    from zoo.registry import _builder_defaults, shared_config
+
+    @shared_config({"a": 1, "b": 2})
+    def builder(b=20, c=30, **common):
+        return {"b": b, "c": c, **common}
+
+    assert _builder_defaults(builder) == {"b": 20, "c": 30, "a": 1}  # its own default wins
+    assert builder(a=5, b=6, c=7) == {"a": 5, "b": 6, "c": 7}
+    # The racecar family declares its regularizer keys once; every model has them.
+    for name in zoo.list_models("racecar*"):
+        assert {"regularizer", "phase", "ort_beta"} <= set(zoo.get_spec(name).default_config)

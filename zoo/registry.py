@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import difflib
 import fnmatch
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidConfigError",
     "register_model",
     "register_variant",
+    "shared_config",
     "get_spec",
     "list_models",
     "resolve_config",
@@ -167,6 +169,34 @@ def register_model(
         )
         _REGISTRY[key] = spec
         return builder
+
+    return decorator
+
+
+def shared_config(
+    defaults: Mapping[str, Any],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator declaring config keys a family's builders share, once for all of them.
+
+    The builder's signature gains a keyword parameter for every key of ``defaults`` that it does
+    not declare itself (its own defaults win), so the keys are part of the model's config; the
+    builder takes them through ``**kwargs``. Apply it below ``register_model``.
+    """
+
+    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(builder).parameters
+        params = [p for p in own.values() if p.kind is not p.VAR_KEYWORD] + [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+            for k, v in defaults.items()
+            if k not in own
+        ]
+
+        @functools.wraps(builder)
+        def wrapper(**config: Any) -> Any:
+            return builder(**config)
+
+        wrapper.__signature__ = inspect.Signature(params)
+        return wrapper
 
     return decorator
 

@@ -48,7 +48,6 @@ training: activation memory does not grow with depth (``benchmarks/reversible_me
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Sequence
 
@@ -74,7 +73,13 @@ from zoo.models.base import (
     make_optimizer,
     scale_loss_for_replicas,
 )
-from zoo.registry import InvalidConfigError, building_name, register_model, register_variant
+from zoo.registry import (
+    InvalidConfigError,
+    building_name,
+    register_model,
+    register_variant,
+    shared_config,
+)
 
 PAPER = "004_a2e2a3876a23345e.txt"
 LOSSES = ("ce", "ice")
@@ -714,18 +719,11 @@ def _flow_model(name: str, cls: type, fixed: dict | None = None, **registration)
     shared loss keys) and docstring describe the model; it is built as ``cls(**fixed, **config)``."""
 
     def decorator(spec_fn):
-        own = inspect.signature(spec_fn).parameters
-        params = list(own.values()) + [
-            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
-            for k, v in _LOSS_DEFAULTS.items()
-            if k not in own
-        ]
-
-        @functools.wraps(spec_fn)
+        @functools.wraps(spec_fn)  # its signature (the model's own keys) and docstring
         def builder(**config):
             return cls(name=building_name(name), **(fixed or {}), **config).build_for_inputs()
 
-        builder.__signature__ = inspect.Signature(params)
+        builder = shared_config(_LOSS_DEFAULTS)(builder)
         return register_model(name, family="firevnet", paper=PAPER, **registration)(builder)
 
     return decorator

@@ -52,7 +52,7 @@ import tensorflow as tf
 
 from zoo.layers.tied import TiedConv2D, TiedDense
 from zoo.models.base import ZooClassifier, check_image_batch, scale_loss_for_replicas
-from zoo.registry import InvalidConfigError, building_name, register_model
+from zoo.registry import InvalidConfigError, building_name, register_model, shared_config
 
 __all__ = [
     "RacecarModel",
@@ -734,36 +734,35 @@ class RacecarResNet(RacecarModel):
 
 
 # -- registered models ----------------------------------------------------------------------------
-def _racecar_common(kind: str, name: str, config: dict[str, Any], drop=(), **extra):
-    cls = RacecarResNet if kind == "resnet" else RacecarStack
-    config = {k: v for k, v in config.items() if k not in drop}
-    return cls(name=building_name(name), **config, **extra).build_for_inputs()
+# The config keys every racecar model has; a builder's own defaults win.
+_RACECAR_DEFAULTS = {
+    "regularizer": "rr",
+    "mode": "full",
+    "racecar_reduction": "sum_half",
+    "ort_beta": 0.1,
+    "ort_schedule": "constant",
+    "ort_squared": True,
+    "phase": 1,
+    "input_scale": 1.0,
+    "optimizer": "adam",
+    "alpha": 1.0,
+    "eta": 0.0,
+}
+
+
+def _stack(name: str, common: dict[str, Any], **config) -> RacecarStack:
+    return RacecarStack(name=building_name(name), **common, **config).build_for_inputs()
 
 
 @register_model(
-    "racecar_mnist_2img",
-    family="racecar",
-    dataset="digits",
-    paper=PAPER,
+    "racecar_mnist_2img", family="racecar", dataset="digits", paper=PAPER,
     training={"epochs": 1, "batch_size": 2},
-)
+)  # fmt: skip
+@shared_config(_RACECAR_DEFAULTS)
 def racecar_mnist_2img(
-    regularizer="rr",
-    mode="full",
-    racecar_lambda=1e-5,
-    racecar_reduction="sum_half",
-    ort_beta=0.1,
-    ort_schedule="constant",
-    ort_squared=True,
-    phase=1,
-    input_scale=255.0,
-    image_shape=(28, 28, 1),
-    num_classes=10,
-    learning_rate=1e-4,
-    optimizer="adam",
-    alpha=1.0,
-    eta=0.0,
-):
+    racecar_lambda=1e-5, input_scale=255.0, image_shape=(28, 28, 1), num_classes=10,
+    learning_rate=1e-4, **common,
+):  # fmt: skip
     """The paper's MNIST two-image SVD test (Tab. 8): one linear layer 784 → 10, no activation.
 
     Reference settings (the authors' demo): raw 0–255 pixels (``input_scale=255``), λ = 1e-5 on
@@ -771,40 +770,22 @@ def racecar_mnist_2img(
     (``python -m zoo.repro racecar_two_image``). The SRIP coefficient is constant here (the demo
     has no schedule). Cross-entropy: see the module docstring.
     """
-    config = dict(locals())
-    return _racecar_common(
-        "stack", "racecar_mnist_2img", config, drop=("num_classes",),
-        stages=[_stage("dense", num_classes)],
+    return _stack(
+        "racecar_mnist_2img", common, stages=[_stage("dense", num_classes)],
+        racecar_lambda=racecar_lambda, input_scale=input_scale, image_shape=image_shape,
+        learning_rate=learning_rate,
     )  # fmt: skip
 
 
 @register_model(
-    "racecar_peak",
-    family="racecar",
-    dataset="peak",
-    paper=PAPER,
+    "racecar_peak", family="racecar", dataset="peak", paper=PAPER,
     training={"epochs": 50, "batch_size": 100},
-)
+)  # fmt: skip
+@shared_config(_RACECAR_DEFAULTS)
 def racecar_peak(
-    regularizer="rr",
-    mode="full",
-    hidden_units=(),
-    batchnorm=False,
-    activation=None,
-    racecar_lambda=1e-6,
-    racecar_reduction="sum_half",
-    ort_beta=0.1,
-    ort_schedule="constant",
-    ort_squared=True,
-    phase=1,
-    input_scale=255.0,
-    image_shape=(28, 28, 1),
-    num_classes=2,
-    learning_rate=1e-4,
-    optimizer="adam",
-    alpha=1.0,
-    eta=0.0,
-):
+    hidden_units=(), batchnorm=False, activation=None, racecar_lambda=1e-6, input_scale=255.0,
+    image_shape=(28, 28, 1), num_classes=2, learning_rate=1e-4, **common,
+):  # fmt: skip
     """The paper's "peak" SVD test (Fig. 3b/4a, Tab. 8): one linear layer 784 → 2 on the
     procedural ``peak`` dataset.
 
@@ -813,41 +794,25 @@ def racecar_peak(
     default (Fig. 15c): ``relu(BN(FC 128)) → relu(BN(FC 2))`` with terms on the input and the
     128-d state; ``batchnorm=True, activation="relu"`` alone gives Fig. 15b.
     """
-    config = dict(locals())
     stages = [
         _stage("dense", units, batchnorm=bool(batchnorm), activation=activation)
         for units in [*hidden_units, num_classes]
     ]
-    return _racecar_common(
-        "stack", "racecar_peak", config,
-        drop=("num_classes", "hidden_units", "batchnorm", "activation"), stages=stages,
+    return _stack(
+        "racecar_peak", common, stages=stages, racecar_lambda=racecar_lambda,
+        input_scale=input_scale, image_shape=image_shape, learning_rate=learning_rate,
     )  # fmt: skip
 
 
 @register_model(
-    "racecar_mnist_mlp",
-    family="racecar",
-    dataset="var_u",
-    paper=PAPER,
+    "racecar_mnist_mlp", family="racecar", dataset="var_u", paper=PAPER,
     training={"epochs": 200, "batch_size": 512},
-)
+)  # fmt: skip
+@shared_config(_RACECAR_DEFAULTS)
 def racecar_mnist_mlp(
-    regularizer="rr",
-    mode="full",
-    widths=(10, 7, 5, 4, 3, 2),
-    racecar_lambda=1e-2,
-    racecar_reduction="sum_half",
-    ort_beta=0.1,
-    ort_schedule="constant",
-    ort_squared=True,
-    phase=1,
-    input_scale=1.0,
-    image_shape=(12,),
-    learning_rate=4e-4,
-    optimizer="adam",
-    alpha=1.0,
-    eta=0.0,
-):
+    widths=(10, 7, 5, 4, 3, 2), racecar_lambda=1e-2, image_shape=(12,), learning_rate=4e-4,
+    **common,
+):  # fmt: skip
     """The mutual-information test's MLP (sec. 4, Tabs. 9/10): 12 → 10 → 7 → 5 → 4 → 3 → 2, tanh
     after every layer including the 2-unit output, which is the logits.
 
@@ -856,90 +821,59 @@ def racecar_mnist_mlp(
     layer-wise IRR variant of the paper is ``mode="layerwise", racecar_lambda=[8e-2, 6e-2, 4e-2,
     2e-2, 1e-2, 1e-2]``. For MNIST pass ``image_shape=[28,28,1]`` and ``widths=[..., 10]``.
     """
-    config = dict(locals())
-    return _racecar_common(
-        "stack", "racecar_mnist_mlp", config, drop=("widths",),
-        stages=[_stage("dense", w, activation="tanh") for w in widths],
-        reconstruction_activation="tanh",
+    return _stack(
+        "racecar_mnist_mlp", common, stages=[_stage("dense", w, activation="tanh") for w in widths],
+        reconstruction_activation="tanh", racecar_lambda=racecar_lambda, image_shape=image_shape,
+        learning_rate=learning_rate,
     )  # fmt: skip
 
 
 @register_model(
-    "racecar_mnist_cnn",
-    family="racecar",
-    dataset="mnist",
-    paper=PAPER,
+    "racecar_mnist_cnn", family="racecar", dataset="mnist", paper=PAPER,
     training={"epochs": 5, "batch_size": 64},
-)
+)  # fmt: skip
+@shared_config(_RACECAR_DEFAULTS)
 def racecar_mnist_cnn(
-    regularizer="rr",
-    mode="full",
-    filters=(64, 64, 1),
-    racecar_lambda=1e-5,
-    racecar_reduction="sum_half",
-    ort_beta=0.1,
-    ort_schedule="bansal",
-    ort_squared=True,
-    phase=1,
-    input_scale=1.0,
-    image_shape=(28, 28, 1),
-    num_classes=10,
-    learning_rate=1e-3,
-    optimizer="adam",
-    alpha=1.0,
-    eta=0.0,
-):
+    filters=(64, 64, 1), racecar_lambda=1e-5, ort_schedule="bansal", image_shape=(28, 28, 1),
+    num_classes=10, learning_rate=1e-3, **common,
+):  # fmt: skip
     """The paper's MNIST CNN (App. C.1, Tab. 15): ``relu(C(3,64)) → MP → relu(C(3,64)) → MP →
     relu(C(3,1)) = I_r (7×7×1) → FC(10)``, 38,645 parameters.
 
     The reverse pass (full) starts at I_r: ``−b3 → D3 → relu → UP → −b2 → D2 → relu → UP → −b1 →
     D1 → relu``; the FC head is outside it. Batch 64, λ = 1e-5 per conv, Adam lr 1e-3 in phase 1
-    and 1e-4 for fine-tuning (``--set phase=2 learning_rate=1e-4 --init-from RUN``). The paper
-    trains 100 epochs (phase 1) and 400 (fine-tuning); the default here is 5.
+    and 1e-4 for fine-tuning (``--set phase=2 --set learning_rate=1e-4 --init-from RUN``). The
+    paper trains 100 epochs (phase 1) and 400 (fine-tuning); the default here is 5.
     """
-    config = dict(locals())
     if len(filters) != 3:
         raise InvalidConfigError(f"filters needs the three conv widths, got {filters}")
     stages = [
         _stage("conv", f, kernel_size=3, activation="relu", pool=i < 2)
         for i, f in enumerate(filters)
     ]
-    return _racecar_common(
-        "stack", "racecar_mnist_cnn", config, drop=("filters", "num_classes"), stages=stages,
-        head_units=num_classes, reconstruction_activation="relu",
+    return _stack(
+        "racecar_mnist_cnn", common, stages=stages, head_units=num_classes,
+        reconstruction_activation="relu", racecar_lambda=racecar_lambda,
+        ort_schedule=ort_schedule, image_shape=image_shape, learning_rate=learning_rate,
     )  # fmt: skip
 
 
 @register_model(
-    "racecar_resnet110_cifar10",
-    family="racecar",
-    dataset="cifar10",
-    paper=PAPER,
+    "racecar_resnet110_cifar10", family="racecar", dataset="cifar10", paper=PAPER,
     training={"epochs": 200, "batch_size": 256},
-)
+)  # fmt: skip
+@shared_config({k: v for k, v in _RACECAR_DEFAULTS.items() if k != "mode"})
 def racecar_resnet110_cifar10(
-    regularizer="rr",
-    blocks_per_stage=18,
-    widths=(16, 32, 64),
-    racecar_lambda=1e-8,
-    racecar_reduction="sum_half",
-    ort_beta=0.1,
-    ort_schedule="bansal",
-    ort_squared=True,
-    phase=1,
-    input_scale=1.0,
-    image_shape=(32, 32, 3),
-    num_classes=10,
-    learning_rate=0.01,
-    optimizer="sgd",
-    alpha=1.0,
-    eta=0.0,
-):
+    blocks_per_stage=18, widths=(16, 32, 64), racecar_lambda=1e-8, ort_schedule="bansal",
+    image_shape=(32, 32, 3), num_classes=10, learning_rate=0.01, optimizer="sgd", **common,
+):  # fmt: skip
     """ResNet110 on CIFAR-10 with layer-wise racecar (sec. 5, Tabs. 7, 17, 18): pre-activation
     blocks, 18 per stage, widths 16/32/64; λ = 1e-8 on every conv; batch 256, lr 0.01, 200 epochs.
 
     A GPU-scale configuration: on this CPU it builds and takes steps (tested), but the paper's
     schedule takes GPU-days. The optimizer is not stated in the paper; SGD at 0.01 is used.
     """
-    config = dict(locals())
-    return _racecar_common("resnet", "racecar_resnet110_cifar10", config, mode="layerwise")
+    config = {k: v for k, v in locals().items() if k != "common"}
+    return RacecarResNet(
+        name=building_name("racecar_resnet110_cifar10"), mode="layerwise", **config, **common
+    ).build_for_inputs()
