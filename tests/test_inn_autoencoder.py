@@ -271,6 +271,7 @@ def test_vae_samples_and_exported_encode_decode_equal_reconstruct(tmp_path):
     np.testing.assert_allclose(decoded.numpy(), served.numpy(), atol=1e-6)
     np.testing.assert_allclose(served.numpy(), m.reconstruct(x).numpy(), atol=1e-5)
     assert sig["sample"](n=tf.constant(4))["images"].shape == (4, 28, 28, 1)
+    assert sig["sample"](n=tf.constant(0))["images"].shape == (0, 28, 28, 1)
 
 
 def test_reconstruct_over_grpc_from_a_trained_export(tmp_path):
@@ -323,3 +324,23 @@ def test_celeba_datasets_read_tfds_celeb_a_images_at_each_models_size():
     np.testing.assert_array_equal(crop.numpy(), full.numpy()[:, 31:187, 25:153])
     assert zoo.get_spec("inn_ae_celeba").dataset == "celeba_156x128"
     assert zoo.get_spec("ae_celeba").dataset == "celeba"
+
+
+def test_the_vae_serves_sample_and_decode_over_grpc(tmp_path):
+    """The server warms every signature up with zero inputs, so sample(n=0) must work too."""
+    from zoo.export import export_model
+    from zoo.serving import client
+    from zoo.serving.testing import ServerProcess
+
+    path = export_model(zoo.load("inn_vae_mnist", k=8, **TINY), tmp_path)
+    with ServerProcess(
+        "--model_name", "inn_vae_mnist", "--model_base_path", str(path.parent), rest=False
+    ) as s:
+        images = client.predict(
+            s.target, "inn_vae_mnist", {"n": np.array(3, np.int32)}, signature="sample"
+        )
+        decoded = client.predict(
+            s.target, "inn_vae_mnist", {"code": np.zeros((2, 8), np.float32)}, signature="decode"
+        )
+    assert images["images"].shape == (3, 28, 28, 1)
+    assert decoded["images"].shape == (2, 28, 28, 1)

@@ -384,9 +384,13 @@ class INNAutoencoder(AutoencoderModel):
         return self.inverse(self.decoder_input(code), training=training)
 
     def sample(self, n: int, seed=None):
-        """``n`` images decoded from codes drawn from N(0, I_k) (meaningful for the INN-VAE)."""
-        code = tf.random.normal((n, self.k), seed=seed)
-        return self.decode(code)
+        """``n`` images decoded from codes drawn from N(0, I_k) (meaningful for the INN-VAE).
+
+        ``n = 0`` gives an empty batch (Keras convolutions fail on empty batches on CPU, so at
+        least one code is decoded and the result sliced)."""
+        n = tf.convert_to_tensor(n, tf.int32)
+        code = tf.random.normal((tf.maximum(n, 1), self.k), seed=seed)
+        return self.decode(code)[:n]
 
     def _objective(self, x, training):
         z = self.flow(x, training=training)
