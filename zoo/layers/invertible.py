@@ -518,6 +518,20 @@ class Concatenated(keras.layers.Layer):
         return cls(**config)
 
 
+def _first_half(layer, input_shape) -> int:
+    """The size of a coupling's first half, ``C // 2``; a coupling needs two channels."""
+    c = int(input_shape[-1])
+    if c < 2:
+        raise ValueError(f"{layer.name}: a coupling needs at least 2 channels, got {c}")
+    return c // 2
+
+
+def _halves(h):
+    """A coupling network's output split into (raw log-scale, shift) on the last axis."""
+    half = h.shape[-1] // 2
+    return h[..., :half], h[..., half:]
+
+
 class _Coupling(InvertibleLayer):
     """Split channels into (x1, x2); transform x2 conditioned on x1; output (x1, y2), or with
     ``swap`` the RevNet order (y2, x1) so the next block transforms the other half."""
@@ -528,12 +542,8 @@ class _Coupling(InvertibleLayer):
         self.swap = bool(swap)
 
     def build(self, input_shape):
-        c = int(input_shape[-1])
-        if c < 2:
-            raise ValueError(f"{self.name}: a coupling needs at least 2 channels, got {c}")
-        self.c1 = c // 2
-        shape = (*input_shape[:-1], self.c1)
-        self.network.build(shape)
+        self.c1 = _first_half(self, input_shape)
+        self.network.build((*input_shape[:-1], self.c1))
 
     def _split(self, x):
         return x[..., : self.c1], x[..., self.c1 :]
@@ -594,9 +604,7 @@ class AffineCoupling(_Coupling):
         self.scale, self.clamp = scale, float(clamp)
 
     def _log_scale_shift(self, x1, training):
-        h = self.network(x1, training=training)
-        c2 = h.shape[-1] // 2
-        raw, shift = h[..., :c2], h[..., c2:]
+        raw, shift = _halves(self.network(x1, training=training))
         if self.scale == "sigmoid":
             return tf.math.log_sigmoid(raw + 2.0), shift
         return soft_clamp(raw, self.clamp), shift
@@ -632,17 +640,13 @@ class TwoSidedAffineCoupling(InvertibleLayer):
         self.clamp = float(clamp)
 
     def build(self, input_shape):
-        c = int(input_shape[-1])
-        if c < 2:
-            raise ValueError(f"{self.name}: a coupling needs at least 2 channels, got {c}")
-        self.c1 = c // 2
-        self.network2.build((*input_shape[:-1], c - self.c1))
+        self.c1 = _first_half(self, input_shape)
+        self.network2.build((*input_shape[:-1], int(input_shape[-1]) - self.c1))
         self.network1.build((*input_shape[:-1], self.c1))
 
     def _coefficients(self, network, x, training):
-        h = network(x, training=training)
-        half = h.shape[-1] // 2
-        return soft_clamp(h[..., :half], self.clamp), h[..., half:]
+        raw, shift = _halves(network(x, training=training))
+        return soft_clamp(raw, self.clamp), shift
 
     def _forward(self, x, training):
         x1, x2 = x[..., : self.c1], x[..., self.c1 :]
