@@ -616,6 +616,11 @@ def test_client_fast_tensor_codec_matches_tensorflow(dtype):
         back = client.to_ndarray(tf.make_tensor_proto(arr))
         assert back.dtype == arr.dtype and back.shape == arr.shape and (back == arr).all()
         assert back.flags.writeable  # a copy, not a view of the request's bytes
+    # One value for three elements: TF repeats it, and so does the decoder (through TF).
+    short = tf.make_tensor_proto(np.zeros((1,), np.float32))
+    short.tensor_shape.dim[0].size = 3
+    short.float_val[:] = [2.5]
+    np.testing.assert_array_equal(client.to_ndarray(short), tf.make_ndarray(short))
     truncated = tf.make_tensor_proto(np.zeros((4, 4), np.float32))
     truncated.tensor_content = truncated.tensor_content[:-4]
     with pytest.raises(Exception):  # noqa: B017 - TF's own error for a malformed proto

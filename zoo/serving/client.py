@@ -109,6 +109,16 @@ _RAW_DTYPES = {
 _RAW_CODES = {code: dtype for dtype, code in _RAW_DTYPES.items()}
 # tf.make_tensor_proto writes these as typed value lists instead; encoding goes through it.
 _LIST_ENCODED = {np.dtype(n) for n in ("bool", "uint16", "complex64", "complex128")}
+# The typed value list tf.make_tensor_proto fills for a tensor of at most one element (a scalar,
+# or a batch-1 output such as ``classes``), for the dtypes whose list takes the values as they are.
+_VALUE_FIELDS = {
+    np.dtype(n): field
+    for n, field in (
+        ("float32", "float_val"), ("float64", "double_val"), ("int32", "int_val"),
+        ("int16", "int_val"), ("int8", "int_val"), ("uint8", "int_val"), ("int64", "int64_val"),
+        ("uint32", "uint32_val"), ("uint64", "uint64_val"),
+    )
+}  # fmt: skip
 
 
 def to_tensor_proto(value) -> Any:
@@ -118,15 +128,21 @@ def to_tensor_proto(value) -> Any:
     """
     arr = np.asarray(value)
     code = _RAW_DTYPES.get(arr.dtype) if sys.byteorder == "little" else None
-    if code is not None and arr.size > 1 and arr.dtype not in _LIST_ENCODED:
+    if code is not None:
         from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
-        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in arr.shape]
-        return tensor_pb2.TensorProto(
-            dtype=code,
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
-            tensor_content=np.ascontiguousarray(arr).tobytes(),
+        shape = tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in arr.shape]
         )
+        if arr.size > 1 and arr.dtype not in _LIST_ENCODED:
+            return tensor_pb2.TensorProto(
+                dtype=code, tensor_shape=shape, tensor_content=np.ascontiguousarray(arr).tobytes()
+            )
+        field = _VALUE_FIELDS.get(arr.dtype)
+        if field is not None and arr.size <= 1:
+            return tensor_pb2.TensorProto(
+                dtype=code, tensor_shape=shape, **{field: arr.ravel().tolist()}
+            )
     import tensorflow as tf
 
     if arr.dtype.kind == "U":  # text: DT_STRING holds bytes
@@ -137,10 +153,16 @@ def to_tensor_proto(value) -> Any:
 def to_ndarray(proto) -> np.ndarray:
     """A ``TensorProto`` as a numpy array (DT_STRING as an object array of bytes)."""
     dtype = _RAW_CODES.get(proto.dtype) if sys.byteorder == "little" else None
-    if dtype is not None and proto.tensor_content:
+    if dtype is not None:
         shape = [d.size for d in proto.tensor_shape.dim]
-        if math.prod(shape) * dtype.itemsize == len(proto.tensor_content):
-            return np.frombuffer(proto.tensor_content, dtype).reshape(shape).copy()
+        size = math.prod(shape)
+        if proto.tensor_content:
+            if size * dtype.itemsize == len(proto.tensor_content):
+                return np.frombuffer(proto.tensor_content, dtype).reshape(shape).copy()
+        elif size <= 1 and dtype in _VALUE_FIELDS and min(shape, default=1) >= 0:
+            values = getattr(proto, _VALUE_FIELDS[dtype])
+            if len(values) == size:
+                return np.array(values, dtype).reshape(shape)
     import tensorflow as tf
 
     return tf.make_ndarray(proto)  # other encodings (float_val, ...) and the malformed cases
