@@ -216,3 +216,29 @@ def test_model_fit_works_for_a_user_in_one_process():
     history = model.fit(ds, epochs=2, verbose=0, shuffle=False)  # ds is shuffled
     assert history.history["loss"][1] < history.history["loss"][0]
     assert set(history.history) == {"loss", "accuracy"}
+
+
+def test_init_from_pairs_auto_named_layers_built_in_the_same_process(tmp_path):
+    """Keras numbers auto-named layers per process, so a run's source model, loaded after the
+    model being trained was built, names every layer differently: weights still pair up."""
+    from zoo.training import _initialize_from, _read_init_from
+
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    for name, target_config in (("cnn_mnist", {}), ("firevnet_mnist_small", {"loss": "ice"})):
+        source = zoo.build(name)
+        source(x, training=True)
+        for i, w in enumerate(source.weights):  # distinct values: a wrong pairing cannot pass
+            w.assign(np.random.default_rng(i).normal(size=w.shape).astype(w.dtype))
+        path = tmp_path / f"{name}.weights.h5"
+        source.save_weights(path)
+        model = zoo.build(name, **target_config)
+        model(x)
+        record = _initialize_from(model, _read_init_from(str(path), name))
+        assert record["copied"] == len(source.weights)
+        # iCE adds the nuisance classifier and the prior; everything else is the CE network's.
+        fresh = set(record["reinitialized"])
+        assert len(fresh) == len(model.weights) - len(source.weights)
+        own = f"{model.name}/"
+        copied = [w for w in model.weights if w.path.removeprefix(own) not in fresh]
+        for w, ref in zip(copied, source.weights, strict=True):
+            np.testing.assert_array_equal(w.numpy(), ref.numpy(), err_msg=f"{w.path} <- {ref.path}")

@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -528,11 +529,28 @@ def _initialize_from(model, init: dict[str, Any]) -> dict[str, Any]:
         prefix = f"{owner.name}/"
         return v.path[len(prefix) :] if v.path.startswith(prefix) else v.path
 
+    # Keras numbers auto-named layers per process ("conv2d_7"), so the same layer of a model
+    # built later in the same process (as the source here is) has another name. Weights are
+    # paired by name where names agree, then by their place among the weights of the same
+    # un-numbered name and shape, in creation order.
     available = {key(v, source): v for v in source.weights}
+    pairs = {}
+    for v in model.weights:
+        src = available.pop(key(v, model), None)
+        if src is not None and tuple(src.shape) == tuple(v.shape):
+            pairs[id(v)] = src
+    unmatched: dict[tuple, list] = {}
+    for src in available.values():
+        unmatched.setdefault(_unnumbered(key(src, source), src.shape), []).append(src)
+    for v in model.weights:
+        if id(v) not in pairs:
+            queue = unmatched.get(_unnumbered(key(v, model), v.shape))
+            if queue:
+                pairs[id(v)] = queue.pop(0)
     copied, fresh = [], []
     for v in model.weights:
-        src = available.get(key(v, model))
-        if src is not None and tuple(src.shape) == tuple(v.shape):
+        src = pairs.get(id(v))
+        if src is not None:
             v.assign(src.numpy())
             copied.append(key(v, model))
         else:
@@ -549,6 +567,12 @@ def _initialize_from(model, init: dict[str, Any]) -> dict[str, Any]:
         "copied": len(copied),
         "reinitialized": fresh,
     }
+
+
+def _unnumbered(path: str, shape) -> tuple:
+    """A weight's path without Keras' per-process layer numbers ("conv2d_7/kernel" →
+    "conv2d/kernel"), with its shape."""
+    return re.sub(r"_\d+(?=/|$)", "", path), tuple(shape)
 
 
 def weights_fingerprint(model) -> str:
