@@ -137,12 +137,15 @@ def firevnet_ice(quick: bool, data_dir: str | None, output: Path, seed: int) -> 
     epochs, steps = (1, 300) if quick else (4, 300)  # 300 or 1,200 steps of 64
     batch_size = 64
     runs, timing = {}, {}
+    # The digest's protocol (§3, check 5): CE training, then iCE training started from the CE
+    # weights for as many steps again. The CE run is the baseline.
     for loss in ("ce", "ice"):
         result, seconds = timed_train(
             model="firevnet_mnist_small", dataset=dataset, data_dir=data_dir, epochs=epochs,
             steps_per_epoch=steps, validation_steps=10, batch_size=batch_size,
             train_examples=examples, overrides={"loss": loss},
             output=str(output / f"firevnet_mnist_small_{loss}"), seed=seed,
+            init_from=str(runs["ce"].output) if loss == "ice" else None,
         )  # fmt: skip
         runs[loss], timing[loss] = result, seconds
     oracle_result, timing["cnn_oracle"] = timed_train(
@@ -198,7 +201,16 @@ def firevnet_ice(quick: bool, data_dir: str | None, output: Path, seed: int) -> 
         }
     margin = measured["ice"]["nuisance_test_error"] - measured["ce"]["nuisance_test_error"]
     measured["ice_minus_ce_nuisance_error_points"] = round(margin, 2)
-    measured["checks"] = {"ice_nuisance_error_at_least_ce_plus_10_points": margin >= 10.0}
+    ce_error = measured["ce"]["nuisance_test_error"]
+    measured["ice_over_ce_nuisance_error"] = (
+        round(measured["ice"]["nuisance_test_error"] / ce_error, 1) if ce_error else float("inf")
+    )
+    measured["checks"] = {
+        # The issue's expectation at small scale: the direction of Table 2.
+        "ice_nuisance_error_above_ce": margin > 0,
+        # The digest's example margin (§3 check 5), set without a run to calibrate it on.
+        "ice_nuisance_error_at_least_ce_plus_10_points": margin >= 10.0,
+    }
     return {
         "measured": measured,
         "paper": {
@@ -211,7 +223,7 @@ def firevnet_ice(quick: bool, data_dir: str | None, output: Path, seed: int) -> 
             "dataset": dataset,
             "model": "firevnet_mnist_small (3 levels × 4 steps, 32 filters)",
             "train_examples": examples,
-            "steps": epochs * steps,
+            "steps": {"ce": epochs * steps, "ice": f"{epochs * steps} from the CE weights"},
             "batch_size": batch_size,
             "ice": "authors' code defaults: shuffled-label adversarial term × 0.05, 5 nuisance "
             "steps per step, NLL in bits/dim",
