@@ -203,9 +203,7 @@ def test_short_training_on_digits_reaches_high_held_out_accuracy(tmp_path, cli):
 
 def test_served_serving_default_and_reconstruct_over_grpc(tmp_path, digits):
     # The official tensorflow_serving client, unchanged, against the zoo's server.
-    import grpc
-    from helpers.serving import ServerProcess, tensor
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from helpers.serving import ServerProcess, official_predict
 
     from zoo.export import export_model
 
@@ -216,23 +214,11 @@ def test_served_serving_default_and_reconstruct_over_grpc(tmp_path, digits):
     with ServerProcess(
         "--model_name", "abs_mnist", "--model_base_path", str(tmp_path / "abs_mnist"), rest=False
     ) as server:  # fmt: skip
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(
-            grpc.insecure_channel(server.target)
-        )
-
-        def predict(signature):
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "abs_mnist"
-            request.model_spec.signature_name = signature
-            request.inputs["images"].CopyFrom(tensor(x))
-            response = stub.Predict(request, timeout=120)
-            return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-
-        out = predict("serving_default")
+        out = official_predict(server.target, "abs_mnist", "serving_default", images=x)
         logits = model.logits_from_losses(want["losses"]).numpy()
         np.testing.assert_allclose(out["logits"], logits, atol=1e-5)
         np.testing.assert_allclose(out["probabilities"].sum(1), 1.0, atol=1e-5)
         assert out["classes"].tolist() == np.argmax(logits, 1).tolist()
-        rec = predict("reconstruct")
+        rec = official_predict(server.target, "abs_mnist", "reconstruct", images=x)
         np.testing.assert_allclose(rec["reconstructions"], want["reconstructions"], atol=1e-5)
         np.testing.assert_allclose(rec["latents"], want["latents"], atol=1e-5)

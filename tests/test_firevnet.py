@@ -177,9 +177,7 @@ def test_mirrored_ice_training_reaches_every_block(cli, tmp_path):
 
 def test_served_inverse_and_metamer_over_grpc(tmp_path):
     # The official tensorflow_serving client, unchanged, against the zoo's server.
-    import grpc
-    from helpers.serving import ServerProcess, tensor
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from helpers.serving import ServerProcess, official_predict
 
     from zoo.export import export_model
 
@@ -191,18 +189,10 @@ def test_served_inverse_and_metamer_over_grpc(tmp_path):
         "--model_name", "firevnet_mnist", "--model_base_path", str(tmp_path / "firevnet_mnist"),
         rest=False,
     ) as server:  # fmt: skip
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(
-            grpc.insecure_channel(server.target)
-        )
 
         def predict(signature, **inputs):
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "firevnet_mnist"
-            request.model_spec.signature_name = signature
-            for key, value in inputs.items():
-                request.inputs[key].CopyFrom(tensor(np.asarray(value, np.float32)))
-            response = stub.Predict(request, timeout=60)
-            return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+            inputs = {k: np.asarray(v, np.float32) for k, v in inputs.items()}
+            return official_predict(server.target, "firevnet_mnist", signature, **inputs)
 
         z = model.forward(x).numpy()
         np.testing.assert_allclose(predict("inverse", z=z)["images"], model.inverse(z), atol=1e-5)

@@ -57,3 +57,19 @@ def export_scale_model(base: Path, version: int, factor: float, delay_iters: int
 
 def tensor(a) -> tf.make_tensor_proto:
     return tf.make_tensor_proto(np.asarray(a))
+
+
+def official_predict(target: str, model: str, signature: str, timeout: float = 120, **inputs):
+    """Predict through the official tensorflow_serving stubs, unchanged: {output: ndarray}."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tensor(value))
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(request, timeout=timeout)
+    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
