@@ -9,7 +9,8 @@ Measures, for ``abs_mnist`` at its default settings (8,000-code bank, 49 Adam st
 
 The reference (the authors' PyTorch code at its defaults, on this 2-core CPU, from the issue):
 0.111 s per image at batch 64 (9 images/s), 0.95-1.3 s for one image, 21 s for the bank decode.
-Targets: batch 64 >= 27 images/s (3x), batch 1 <= 0.15 s, bank decode <= 5 s.
+Targets: batch 64 >= 3x the reference (27 images/s against the issue's 9, or 3x the reference
+timed in this run), batch 1 <= 0.15 s, bank decode <= 5 s.
 
 With ``--reference DIR`` (a checkout of bethgelab/AnalysisBySynthesis, and ``torch`` importable)
 the reference is timed in the same run, at its defaults with its shipped weights, and the
@@ -179,7 +180,8 @@ def main() -> None:
             if measured_reference
             else "the issue's figures (pass --reference DIR to time it in this run)"
         ),
-        "target_batch64_met": 64 / batch64_s >= 27,
+        # 3× the reference: 27 images/s against the issue's 9, or 3× the one timed in this run
+        "target_batch64_met": 64 / batch64_s >= 3 * reference["batch64_images_per_s"],
         "target_batch1_met": batch1_s <= 0.15,
         "target_bank_decode_met": decode_s <= 5,
     }

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import zoo
 import zoo.data
-from zoo.layers.grouped import GroupedConv2D, GroupedConv2DTranspose
+from zoo.layers.grouped import GroupedConv2D, GroupedConv2DTranspose, grouped_conv2d_transpose
 from zoo.models.abs import KLAnnealing, latent_bank
 
 SMALL = {"bank_size": 300, "search_steps": 8}  # test-sized latent search
@@ -65,6 +65,59 @@ def test_grouped_layers_equal_separate_per_group_convolutions(transpose):
         ref.bias.assign(layer.bias[g * filters : (g + 1) * filters])
         want = ref(x[..., g * cin : (g + 1) * cin]).numpy()
         np.testing.assert_allclose(y[..., g * filters : (g + 1) * filters], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides, filters", [(1, 1), (2, 1), (1, 3)])
+def test_grouped_transpose_and_its_gradients_equal_tensorflows_op(strides, filters):
+    """The stride-1, one-output-channel case runs as a depthwise convolution with its own
+    gradients; every case must equal Conv2DBackpropInput, value and gradients."""
+    groups, cin, k, n, h = 3, 4, 4, 2, 7
+    x = tf.random.stateless_normal((n, h, h, groups * cin), seed=(3, 4))
+    kernel = tf.random.stateless_normal((k, k, filters, groups * cin), seed=(5, 6))
+    out = (h - 1) * strides + k
+    upstream = tf.random.stateless_normal((n, out, out, groups * filters), seed=(7, 8))
+
+    def tensorflows(x, kernel):
+        return tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=[n, out, out, groups * filters], filter=kernel, out_backprop=x,
+            strides=[1, strides, strides, 1], padding="VALID",
+        )  # fmt: skip
+
+    def ours(x, kernel):
+        return grouped_conv2d_transpose(x, kernel, groups, strides)
+
+    results = []
+    for fn in (tensorflows, ours):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = fn(x, kernel)
+            loss = tf.reduce_sum(y * upstream)
+        results.append([y, *tape.gradient(loss, [x, kernel])])
+    for want, got in zip(*results, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_inference_decoder_folds_batchnorm_exactly():
+    """decode(training=False) folds each BatchNorm into the convolution before it; with
+    non-trivial statistics it must equal running the layers."""
+    import keras
+
+    model = zoo.load("abs_mnist", bank_size=10)
+    rng = np.random.default_rng(0)
+    for layer in model.decoder_layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            layer.beta.assign(rng.normal(0, 0.2, c))
+            layer.moving_mean.assign(rng.normal(0, 0.3, c))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
+    z = tf.random.stateless_normal((3, 10, 8), seed=(1, 1))
+    h = tf.reshape(z, [-1, 1, 1, 80])
+    for layer in model.decoder_layers:
+        h = layer(h, training=False)
+    layers = tf.sigmoid(model.decoder_out(h)).numpy()
+    np.testing.assert_allclose(model.decode(z).numpy(), layers, atol=2e-6)
+    assert np.abs(layers - 0.5).max() > 0.1  # the statistics matter
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -133,6 +186,19 @@ def test_latent_search_lowers_the_loss_and_the_norm_clip_holds(small_abs, digits
     assert np.linalg.norm(z, axis=-1).max() <= 0.3 + 1e-5
     v = tf.constant([[-3.0, 4.0] + [0.0] * 6])  # the sign-correct projection z·r/‖z‖
     np.testing.assert_allclose(clipped._clip(v).numpy()[0, :2], [-0.18, 0.24], atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 37, 64])
+def test_side_by_side_searches_equal_one_search_over_the_batch(small_abs, digits, n):
+    """search_parallelism splits the batch into concurrent searches (1 for one image, 2 for
+    37 images in unequal slices, 4 for 64): a speed knob, so the results must not change."""
+    x = np.concatenate([digits[0]] * 2)[:n]
+    single = zoo.load("abs_mnist", **SMALL, search_parallelism=1)
+    single.set_weights(small_abs.get_weights())
+    want, got = single.fit_latents(x), small_abs.fit_latents(x)
+    for key in ("losses", "latents", "reconstructions"):
+        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-5)
+    assert small_abs.search_parallelism == 4 and got["losses"].shape == (n, 10)
 
 
 def test_logits_are_minus_gamma_times_the_loss_and_probabilities_calibrated(digits):

@@ -8,7 +8,11 @@ per-channel statistics, which is to say per group: statistics never mix groups e
 
 TensorFlow runs grouped ``Conv2D`` on the CPU, and a grouped transposed convolution as the input
 gradient of a grouped ``Conv2D`` (``Conv2DBackpropInput``), which is 1.9× faster here than ten
-separate transposed convolutions.
+separate transposed convolutions. One case is special-cased (:func:`grouped_conv2d_transpose`):
+a stride-1 transposed convolution with one output channel per group (ABS's output layer). oneDNN
+pads each group's channel count to its 16-wide block, so that op does 16× the arithmetic it
+needs; it runs instead as a depthwise convolution of the padded input with the flipped kernel,
+summed within each group, 2.3× faster at ABS's batch 64, with the usual gradients.
 
 Initialisation follows PyTorch's ``Conv2d``/``ConvTranspose2d`` defaults (uniform in
 ±1/√fan_in for kernel and bias), as the authors' code of the models that use these layers.
@@ -21,13 +25,68 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["GroupedConv2D", "GroupedConv2DTranspose", "torch_default_initializer"]
+__all__ = [
+    "GroupedConv2D",
+    "GroupedConv2DTranspose",
+    "grouped_conv2d_transpose",
+    "torch_default_initializer",
+]
 
 
 def torch_default_initializer(fan_in: int) -> keras.initializers.Initializer:
     """PyTorch's default conv initialisation: uniform in ±1/√fan_in."""
     bound = 1.0 / math.sqrt(fan_in)
     return keras.initializers.RandomUniform(-bound, bound)
+
+
+def grouped_conv2d_transpose(x, kernel, groups: int, strides: int = 1):
+    """The valid-padded grouped transposed convolution of ``x`` (n, h, w, groups·cin) with
+    ``kernel`` (k, k, filters, groups·cin), without bias: (n, (h−1)·s+k, (w−1)·s+k,
+    groups·filters). As ``Conv2DBackpropInput``, and with its gradients.
+
+    With ``strides == 1`` and one output channel per group it is computed as a depthwise
+    convolution (each input channel with its own flipped k×k kernel, padded by k−1) summed over
+    each group's channels: the same sums, without oneDNN's 16-channel padding of a 1-channel
+    group. Its gradients are the ones TensorFlow gives ``Conv2DBackpropInput``: the grouped
+    ``Conv2D`` of the upstream gradient for ``x``, ``Conv2DBackpropFilter`` for the kernel."""
+    k, filters = int(kernel.shape[0]), int(kernel.shape[2])
+    shape = tf.shape(x)
+    size = lambda d: (d - 1) * strides + k  # noqa: E731
+    sizes = tf.stack([shape[0], size(shape[1]), size(shape[2]), groups * filters])
+    if strides != 1 or filters != 1:
+        return tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=sizes,
+            filter=kernel,
+            out_backprop=x,
+            strides=[1, strides, strides, 1],
+            padding="VALID",
+        )
+    return _single_channel_transpose(x, kernel, groups, sizes)
+
+
+def _single_channel_transpose(x, kernel, groups, sizes):
+    @tf.custom_gradient
+    def run(x, kernel):
+        k, channels = int(kernel.shape[0]), int(kernel.shape[-1])
+        flipped = tf.reshape(kernel[::-1, ::-1], [k, k, channels, 1])
+        pad = [[0, 0], [k - 1, k - 1], [k - 1, k - 1], [0, 0]]
+        per_channel = tf.nn.depthwise_conv2d(x, flipped, [1, 1, 1, 1], pad)
+        y = tf.reduce_sum(tf.reshape(per_channel, tf.concat([sizes, [-1]], 0)), axis=-1)
+
+        def grad(upstream):
+            d_x = tf.nn.conv2d(upstream, kernel, 1, "VALID")
+            d_kernel = tf.raw_ops.Conv2DBackpropFilter(
+                input=upstream,
+                filter_sizes=tf.shape(kernel),
+                out_backprop=x,
+                strides=[1, 1, 1, 1],
+                padding="VALID",
+            )
+            return d_x, d_kernel
+
+        return y, grad
+
+    return run(x, kernel)
 
 
 class _Grouped(keras.layers.Layer):
@@ -112,16 +171,8 @@ class GroupedConv2DTranspose(_Grouped):
         )
 
     def call(self, x):
-        shape = tf.shape(x)
-        out = lambda d: (d - 1) * self.strides + self.kernel_size  # noqa: E731
-        sizes = tf.stack([shape[0], out(shape[1]), out(shape[2]), self.groups * self.filters])
-        y = tf.raw_ops.Conv2DBackpropInput(
-            input_sizes=sizes,
-            filter=self.kernel,
-            out_backprop=x,
-            strides=[1, self.strides, self.strides, 1],
-            padding="VALID",
-        )
+        kernel = tf.convert_to_tensor(self.kernel)
+        y = grouped_conv2d_transpose(x, kernel, self.groups, self.strides)
         y = tf.ensure_shape(y, self.compute_output_shape(x.shape))
         return y + self.bias if self.bias is not None else y
 
