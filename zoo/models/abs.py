@@ -365,10 +365,10 @@ class ABS(ZooClassifier):
         x = tf.convert_to_tensor(x, tf.float32)
         return self.binarizer(x) if self.binarizer is not None else x
 
-    def _score(self, x_folded, rec, z):
-        """Per-pixel test-time ELBO (batch, C): (‖x − G(z)‖² + ½‖z‖²)/784."""
+    def _score(self, x_folded, rec, z, kl: float = 1.0):
+        """Per-pixel test-time ELBO (batch, C): (‖x − G(z)‖² + kl·½‖z‖²)/784."""
         sq = tf.reduce_sum(tf.square(x_folded - rec), axis=[1, 2])
-        return (sq + 0.5 * tf.reduce_sum(tf.square(z), axis=-1)) / self.pixels
+        return (sq + kl * 0.5 * tf.reduce_sum(tf.square(z), axis=-1)) / self.pixels
 
     def _decoder_key(self):
         return tf.add_n([tf.reduce_sum(w) for w in self._decoder_weights()])
@@ -387,8 +387,9 @@ class ABS(ZooClassifier):
                 c for c in range(min(self.bank_size, 500), 0, -1) if self.bank_size % c == 0
             )
             codes = tf.reshape(self._bank, [-1, chunk, 1, self.latent_dim])
+            params = self.inference_decoder()  # folded once, not per chunk
             protos = tf.map_fn(
-                lambda z: self.decode(tf.tile(z, [1, self.num_classes, 1]), training=False),
+                lambda z: self._decode_folded(tf.tile(z, [1, self.num_classes, 1]), params),
                 codes,
                 fn_output_signature=tf.float32,
             )  # (S / chunk, chunk, 28, 28, C)
@@ -473,7 +474,7 @@ class ABS(ZooClassifier):
 
         most = self.search_parallelism
         if most == 1:
-            return self._chunk_search(x, z, params, steps, kl)
+            return side_by_side(1)()
         # One search for one image; else one per SEARCH_CHUNK images, at least 2, at most `most`.
         parts = tf.where(n < 2, 1, tf.clip_by_value(n // SEARCH_CHUNK, 2, most))
         return tf.switch_case(parts - 1, [side_by_side(p) for p in range(1, most + 1)])
@@ -486,8 +487,7 @@ class ABS(ZooClassifier):
 
         def loss_of(z):
             rec = self._decode_folded(z, params)
-            sq = tf.reduce_sum(tf.square(folded - rec), axis=[1, 2])
-            return (sq + kl * 0.5 * tf.reduce_sum(tf.square(z), axis=-1)) / self.pixels, rec
+            return self._score(folded, rec, z, kl), rec
 
         def update(t, z, m, v):
             with tf.GradientTape() as tape:
