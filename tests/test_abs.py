@@ -9,7 +9,6 @@ import tensorflow as tf
 
 import zoo
 import zoo.data
-from zoo.layers.grouped import GroupedConv2D, GroupedConv2DTranspose, grouped_conv2d_transpose
 from zoo.models.abs import KLAnnealing, latent_bank
 
 SMALL = {"bank_size": 300, "search_steps": 8}  # test-sized latent search
@@ -43,58 +42,6 @@ def test_ten_vaes_have_the_papers_parameter_count():
     assert model.count_params() == 10 * per_class + 1  # + the KL weight
     out = model.decode(tf.zeros((2, 10, 8)))
     assert out.shape == (2, 28, 28, 10)  # 1 → 4 → 11 → 25 → 28: the last kernel is 4
-
-
-@pytest.mark.parametrize("transpose", [False, True])
-def test_grouped_layers_equal_separate_per_group_convolutions(transpose):
-    import keras
-
-    groups, cin, filters, k, s = 3, 2, 4, 5, 2
-    x = tf.random.stateless_normal((2, 11, 11, groups * cin), seed=(1, 2))
-    layer = (GroupedConv2DTranspose if transpose else GroupedConv2D)(groups, filters, k, s)
-    y = layer(x).numpy()
-    for g in range(groups):
-        if transpose:  # kernel (k, k, filters, groups·cin): group g owns columns g·cin..
-            ref = keras.layers.Conv2DTranspose(filters, k, strides=s, padding="valid")
-            ref.build((None, 11, 11, cin))
-            ref.kernel.assign(layer.kernel[..., g * cin : (g + 1) * cin])
-        else:  # kernel (k, k, cin, groups·filters)
-            ref = keras.layers.Conv2D(filters, k, strides=s, padding="valid")
-            ref.build((None, 11, 11, cin))
-            ref.kernel.assign(layer.kernel[..., g * filters : (g + 1) * filters])
-        ref.bias.assign(layer.bias[g * filters : (g + 1) * filters])
-        want = ref(x[..., g * cin : (g + 1) * cin]).numpy()
-        np.testing.assert_allclose(y[..., g * filters : (g + 1) * filters], want, atol=1e-5)
-
-
-@pytest.mark.parametrize("strides, filters", [(1, 1), (2, 1), (1, 3)])
-def test_grouped_transpose_and_its_gradients_equal_tensorflows_op(strides, filters):
-    """The stride-1, one-output-channel case runs as a depthwise convolution with its own
-    gradients; every case must equal Conv2DBackpropInput, value and gradients."""
-    groups, cin, k, n, h = 3, 4, 4, 2, 7
-    x = tf.random.stateless_normal((n, h, h, groups * cin), seed=(3, 4))
-    kernel = tf.random.stateless_normal((k, k, filters, groups * cin), seed=(5, 6))
-    out = (h - 1) * strides + k
-    upstream = tf.random.stateless_normal((n, out, out, groups * filters), seed=(7, 8))
-
-    def tensorflows(x, kernel):
-        return tf.raw_ops.Conv2DBackpropInput(
-            input_sizes=[n, out, out, groups * filters], filter=kernel, out_backprop=x,
-            strides=[1, strides, strides, 1], padding="VALID",
-        )  # fmt: skip
-
-    def ours(x, kernel):
-        return grouped_conv2d_transpose(x, kernel, groups, strides)
-
-    results = []
-    for fn in (tensorflows, ours):
-        with tf.GradientTape() as tape:
-            tape.watch([x, kernel])
-            y = fn(x, kernel)
-            loss = tf.reduce_sum(y * upstream)
-        results.append([y, *tape.gradient(loss, [x, kernel])])
-    for want, got in zip(*results, strict=True):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_inference_decoder_folds_batchnorm_exactly():

@@ -1,18 +1,37 @@
-"""Grouped convolutions: ``groups`` independent networks evaluated as one op.
+"""Grouped convolutions: ``groups`` independent networks evaluated as one layer.
 
 Group ``g`` owns input channels ``[g·cin, (g+1)·cin)`` and output channels
 ``[g·filters, (g+1)·filters)``; no weight connects two groups. A model made of ten networks (one
 per class, as ABS) folds the class axis into the channels, so each layer runs once for all
-classes, with no Python loop over them. ``BatchNormalization`` on a folded tensor keeps
-per-channel statistics, which is to say per group: statistics never mix groups either.
+classes. ``BatchNormalization`` on a folded tensor keeps per-channel statistics, which is to say
+per group: statistics never mix groups either.
 
-TensorFlow runs grouped ``Conv2D`` on the CPU, and a grouped transposed convolution as the input
-gradient of a grouped ``Conv2D`` (``Conv2DBackpropInput``), which is 1.9× faster here than ten
-separate transposed convolutions. One case is special-cased (:func:`grouped_conv2d_transpose`):
-a stride-1 transposed convolution with one output channel per group (ABS's output layer). oneDNN
-pads each group's channel count to its 16-wide block, so that op does 16× the arithmetic it
-needs; it runs instead as a depthwise convolution of the padded input with the flipped kernel,
-summed within each group, 2.3× faster at ABS's batch 64, with the usual gradients.
+Two implementations, chosen once per process from what the running TensorFlow supports
+(:func:`native_supported`, a probe of the ops themselves; never the CPU's name):
+
+- ``"native"``: one grouped op per layer. A grouped ``Conv2D``, and the transposed convolution as
+  its input gradient (``Conv2DBackpropInput``). On the CPU these gradient kernels exist only in
+  TensorFlow's oneDNN mode (``TF_ENABLE_ONEDNN_OPTS=1``, the default on AVX-512 CPUs); cuDNN has
+  them on a GPU. One case is special-cased: a stride-1 transposed convolution with one output
+  channel per group (ABS's output layer). oneDNN pads each group's channel count to its 16-wide
+  block, so that op does 16× the arithmetic it needs; it runs instead as a depthwise convolution
+  of the padded input with the flipped kernel, summed within each group, with the native
+  gradients.
+- ``"portable"``: ops that exist in every mode, for where the grouped gradients are missing
+  (oneDNN off: AMD CPUs without AVX-512, for one). One plain convolution per group,
+  concatenated; and a one-output-channel transposed layer as one plain transposed convolution
+  with a block-diagonal kernel (``groups``× the multiply-adds, but one dense op rather than ten
+  with a single output channel each). Their gradients are TensorFlow's own.
+
+``benchmarks/grouped_conv.py`` times these against the other candidates (a block-diagonal kernel
+everywhere, a zero-dilated or phase-decomposed grouped forward convolution, depthwise folding) on
+ABS's layers in either mode; the README's Performance section has the figures. Each
+implementation equals one plain convolution per group (tests/test_grouped.py).
+
+:func:`use_implementation` forces one (tests, benchmarks). The choice is made when a function is
+traced, so a ``tf.function`` keeps the implementation it was traced with. A process that runs the
+layers on another device than its default one (a CPU of a machine with a GPU) and whose CPU lacks
+the grouped kernels forces ``"portable"`` there.
 
 Initialisation follows PyTorch's ``Conv2d``/``ConvTranspose2d`` defaults (uniform in
 ±1/√fan_in for kernel and bias), as the authors' code of the models that use these layers.
@@ -20,17 +39,81 @@ Initialisation follows PyTorch's ``Conv2d``/``ConvTranspose2d`` defaults (unifor
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 
 import keras
 import tensorflow as tf
 
 __all__ = [
+    "IMPLEMENTATIONS",
     "GroupedConv2D",
     "GroupedConv2DTranspose",
+    "grouped_conv2d",
     "grouped_conv2d_transpose",
+    "implementation",
+    "native_supported",
     "torch_default_initializer",
+    "use_implementation",
 ]
+
+IMPLEMENTATIONS = ("native", "portable")
+_log = logging.getLogger(__name__)
+_native_supported: bool | None = None
+_forced: str | None = None
+
+
+def native_supported() -> bool:
+    """Whether grouped ``Conv2DBackpropInput`` and ``Conv2DBackpropFilter`` run on this process's
+    default device. Probed once, eagerly, on a 2-group 2×2 problem."""
+    global _native_supported
+    if _native_supported is None:
+        with tf.init_scope():
+            x = tf.ones([1, 2, 2, 2])
+            try:
+                tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=[1, 2, 2, 2], filter=tf.ones([1, 1, 1, 2]), out_backprop=x,
+                    strides=[1, 1, 1, 1], padding="VALID",
+                )  # fmt: skip
+                tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=[1, 1, 1, 2], out_backprop=x,
+                    strides=[1, 1, 1, 1], padding="VALID",
+                )  # fmt: skip
+                _native_supported = True
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                    tf.errors.NotFoundError):  # fmt: skip
+                _native_supported = False
+        _log.info("grouped convolutions: the native gradient kernels are %s",
+                  "present" if _native_supported else "missing: using the portable ops")  # fmt: skip
+    return _native_supported
+
+
+def implementation() -> str:
+    """The implementation traced from now on: the forced one, else ``"native"`` where
+    :func:`native_supported`, else ``"portable"``."""
+    if _forced is not None:
+        return _forced
+    return "native" if native_supported() else "portable"
+
+
+@contextlib.contextmanager
+def use_implementation(name: str):
+    """Trace grouped convolutions with implementation ``name`` inside the block."""
+    global _forced
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown grouped-convolution implementation {name!r}; "
+                         f"choose from {', '.join(IMPLEMENTATIONS)}")  # fmt: skip
+    if name == "native" and not native_supported():
+        raise RuntimeError(
+            "the native grouped convolution has no gradient kernels on this device (on the CPU "
+            "they need TF_ENABLE_ONEDNN_OPTS=1, set before TensorFlow is imported)"
+        )
+    previous, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = previous
 
 
 def torch_default_initializer(fan_in: int) -> keras.initializers.Initializer:
@@ -39,21 +122,29 @@ def torch_default_initializer(fan_in: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomUniform(-bound, bound)
 
 
+def grouped_conv2d(x, kernel, groups: int, strides: int = 1):
+    """The valid-padded grouped convolution of ``x`` (n, h, w, groups·cin) with ``kernel``
+    (k, k, cin, groups·filters), without bias: (n, (h−k)//s+1, (w−k)//s+1, groups·filters)."""
+    if implementation() == "native":
+        return tf.nn.conv2d(x, kernel, strides, "VALID")
+    return tf.concat(
+        [tf.nn.conv2d(xg, kg, strides, "VALID")
+         for xg, kg in zip(tf.split(x, groups, -1), tf.split(kernel, groups, -1), strict=True)],
+        axis=-1,
+    )  # fmt: skip
+
+
 def grouped_conv2d_transpose(x, kernel, groups: int, strides: int = 1):
     """The valid-padded grouped transposed convolution of ``x`` (n, h, w, groups·cin) with
     ``kernel`` (k, k, filters, groups·cin), without bias: (n, (h−1)·s+k, (w−1)·s+k,
-    groups·filters). As ``Conv2DBackpropInput``, and with its gradients.
-
-    With ``strides == 1`` and one output channel per group it is computed as a depthwise
-    convolution (each input channel with its own flipped k×k kernel, padded by k−1) summed over
-    each group's channels: the same sums, without oneDNN's 16-channel padding of a 1-channel
-    group. Its gradients are the ones TensorFlow gives ``Conv2DBackpropInput``: the grouped
-    ``Conv2D`` of the upstream gradient for ``x``, ``Conv2DBackpropFilter`` for the kernel."""
+    groups·filters). As ``Conv2DBackpropInput``, and with its gradients."""
     k, filters = int(kernel.shape[0]), int(kernel.shape[2])
     shape = tf.shape(x)
     size = lambda d: (d - 1) * strides + k  # noqa: E731
     sizes = tf.stack([shape[0], size(shape[1]), size(shape[2]), groups * filters])
-    if strides != 1 or filters != 1:
+    if implementation() == "native":
+        if strides == 1 and filters == 1:
+            return _single_channel_transpose(x, kernel, sizes)
         return tf.raw_ops.Conv2DBackpropInput(
             input_sizes=sizes,
             filter=kernel,
@@ -61,10 +152,32 @@ def grouped_conv2d_transpose(x, kernel, groups: int, strides: int = 1):
             strides=[1, strides, strides, 1],
             padding="VALID",
         )
-    return _single_channel_transpose(x, kernel, groups, sizes)
+    if filters == 1:
+        return tf.nn.conv2d_transpose(x, _block_diagonal(kernel, groups), sizes, strides, "VALID")
+    per_group = tf.concat([sizes[:3], [filters]], 0)
+    return tf.concat(
+        [tf.nn.conv2d_transpose(xg, kg, per_group, strides, "VALID")
+         for xg, kg in zip(tf.split(x, groups, -1), tf.split(kernel, groups, -1), strict=True)],
+        axis=-1,
+    )  # fmt: skip
 
 
-def _single_channel_transpose(x, kernel, groups, sizes):
+def _block_diagonal(kernel, groups: int):
+    """A grouped transposed kernel (k, k, filters, groups·cin) as the plain kernel
+    (k, k, groups·filters, groups·cin) that is zero between groups."""
+    k, _, filters, channels = kernel.shape
+    blocks = tf.reshape(kernel, [k, k, filters, groups, channels // groups])
+    full = tf.einsum("ijfgc,hg->ijhfgc", blocks, tf.eye(groups, dtype=kernel.dtype))
+    return tf.reshape(full, [k, k, groups * filters, channels])
+
+
+def _single_channel_transpose(x, kernel, sizes):
+    """A stride-1, one-output-channel grouped transposed convolution as a depthwise convolution
+    (each input channel with its own flipped k×k kernel, padded by k−1) summed over each group's
+    channels: the same sums, without oneDNN's 16-channel padding of a 1-channel group. Its
+    gradients are the native op's: the grouped ``Conv2D`` for ``x``, ``Conv2DBackpropFilter``
+    for the kernel."""
+
     @tf.custom_gradient
     def run(x, kernel):
         k, channels = int(kernel.shape[0]), int(kernel.shape[-1])
@@ -137,7 +250,7 @@ class GroupedConv2D(_Grouped):
         )
 
     def call(self, x):
-        y = tf.nn.conv2d(x, self.kernel, self.strides, "VALID")
+        y = grouped_conv2d(x, tf.convert_to_tensor(self.kernel), self.groups, self.strides)
         return y + self.bias if self.bias is not None else y
 
     def compute_output_shape(self, input_shape):
