@@ -152,7 +152,7 @@ def test_killed_run_resumes_from_last_completed_epoch(tmp_path):
         while time.time() < deadline:
             if meta.is_file():
                 try:
-                    if json.loads(meta.read_text())["epoch"] >= 1:  # two epochs are done
+                    if json.loads(meta.read_text())["epoch"] >= 1:  # an epoch is done
                         break
                 except (json.JSONDecodeError, KeyError):
                     pass  # being written

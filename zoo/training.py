@@ -374,13 +374,16 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     nan_stop = _stop_on_nan_callback()
     callbacks = [
-        # double_checkpoint keeps the previous backup, so a kill during a save loses nothing.
-        keras.callbacks.BackupAndRestore(
-            str(write_dir / "backup"), delete_checkpoint=False, double_checkpoint=True
-        ),
+        # Before the backup: once the backup says an epoch is done, its checkpoint is on disk (a
+        # kill between the two writes used to resume past an epoch whose checkpoint was never
+        # written).
         keras.callbacks.ModelCheckpoint(
             str(write_dir / "checkpoints" / "epoch-{epoch:03d}.weights.h5"),
             save_weights_only=True,
+        ),
+        # double_checkpoint keeps the previous backup, so a kill during a save loses nothing.
+        keras.callbacks.BackupAndRestore(
+            str(write_dir / "backup"), delete_checkpoint=False, double_checkpoint=True
         ),
         nan_stop,
         *model.training_callbacks(),
