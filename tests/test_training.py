@@ -17,38 +17,6 @@ import zoo
 from zoo.training import TrainConfig, TrainingDiverged, UsageError, main, train
 
 
-def test_issue_command_writes_run_dir_and_export(cli, tmp_path):
-    r, e = tmp_path / "R", tmp_path / "E"
-    proc = cli(
-        [
-            "training/train.py",
-            "--model", "cnn_mnist",
-            "--dataset", "digits",
-            "--epochs", "1",
-            "--steps-per-epoch", "30",
-            "--batch-size", "64",
-            "--output", str(r),
-            "--export-dir", str(e),
-        ]
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (e / "cnn_mnist" / "1" / "saved_model.pb").is_file()
-    assert (e / "cnn_mnist" / "1" / "assets.extra" / "model.json").is_file()
-    metrics = json.loads((r / "metrics.json").read_text())
-    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(metrics)
-    assert all(np.isfinite(metrics[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-    config = json.loads((r / "config.json").read_text())
-    assert config["model"] == "cnn_mnist" and config["batch_size"] == 64
-    assert (r / "weights.weights.h5").is_file()
-    assert (r / "checkpoints" / "epoch-001.weights.h5").is_file()
-    assert (r / "backup" / "training_metadata.json").is_file()
-    assert list((r / "logs" / "train").glob("events.out.tfevents.*"))
-    # The summary line on stdout is JSON and agrees with metrics.json.
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["export"].endswith("cnn_mnist/1")
-    assert summary["val_accuracy"] == pytest.approx(metrics["val_accuracy"])
-
-
 def test_weights_of_a_run_reload_into_zoo_load(trained_run):
     run = trained_run
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)

@@ -41,6 +41,26 @@ __all__ = [
 ]
 
 
+# Subpackages a user reaches as ``zoo.<name>`` after ``import zoo`` (``zoo.data.load(...)``),
+# imported on first access so that ``import zoo`` stays light.
+_SUBMODULES = frozenset(
+    {"data", "eval", "export", "layers", "models", "registry", "repro", "runtime", "serving",
+     "training", "weights"}
+)  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"zoo.{name}")
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBMODULES})
+
+
 def build(name: str, **overrides):
     """Build the model registered as ``name`` with random weights; see :func:`load`."""
     import keras
