@@ -210,3 +210,27 @@ def test_init_from_pairs_auto_named_layers_built_in_the_same_process(tmp_path):
         copied = [w for w in model.weights if w.path.removeprefix(own) not in fresh]
         for w, ref in zip(copied, source.weights, strict=True):
             np.testing.assert_array_equal(w.numpy(), ref.numpy(), err_msg=f"{w.path} <- {ref.path}")
+
+
+def test_validation_figures_are_exact_over_a_ragged_last_batch():
+    """Models that track their own figures weight each batch by its size: over 100 examples in
+    batches of 64 and 36, the reported accuracy and loss are the exact means over the 100."""
+    import tensorflow as tf
+
+    model = zoo.load("firevnet_spheres")
+    model.compile()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 100)).astype(np.float32)
+    x *= rng.choice([1.0, 10.0], size=(100, 1)).astype(np.float32) / np.linalg.norm(
+        x, axis=1, keepdims=True
+    )
+    y = (np.linalg.norm(x, axis=1) > 5.5).astype(np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    got = model.evaluate(ds, return_dict=True, verbose=0)
+    logits = model.predict(x, verbose=0)
+    hits = logits.argmax(-1) == y
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits).numpy()
+    assert got["accuracy"] == pytest.approx(hits.mean(), abs=1e-6)
+    assert got["loss"] == pytest.approx(ce.mean(), rel=1e-5)
+    per_batch = (hits[:64].mean() + hits[64:].mean()) / 2
+    assert abs(per_batch - hits.mean()) > 1e-3  # the mean of batch means would be told apart

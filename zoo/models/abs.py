@@ -25,7 +25,12 @@ import tensorflow_probability as tfp
 
 from zoo.layers.grouped import GroupedConv2D, GroupedConv2DTranspose, grouped_conv2d_transpose
 from zoo.layers.preprocessing import Binarize
-from zoo.models.base import ZooClassifier, check_image_batch, scale_loss_for_replicas
+from zoo.models.base import (
+    ZooClassifier,
+    check_image_batch,
+    scale_loss_for_replicas,
+    track_batch_means,
+)
 from zoo.registry import InvalidConfigError, building_name, register_model, register_variant
 
 tfd = tfp.distributions
@@ -295,6 +300,7 @@ class ABS(ZooClassifier):
         grads = tape.gradient(scale_loss_for_replicas(loss), self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
         return self._track(
+            x,
             loss=tf.reduce_mean(per_image),
             reconstruction=tf.reduce_mean(sq),
             kl=tf.reduce_mean(kl),
@@ -305,10 +311,8 @@ class ABS(ZooClassifier):
     def metrics(self):
         return list(self.trackers.values())
 
-    def _track(self, **values):
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return {name: self.trackers[name].result() for name in values}
+    def _track(self, batch, **values):
+        return track_batch_means(self.trackers, values, batch)
 
     def _amortized(self, x):
         x = self._prepare(x)
@@ -345,6 +349,7 @@ class ABS(ZooClassifier):
         kl = own(posterior.kl_divergence(self.prior))
         hit = tf.equal(tf.argmin(self._score(folded, rec, mu), axis=-1), y)
         return self._track(
+            x,
             loss=tf.reduce_mean(sq + self.kl_weight * kl),
             reconstruction=tf.reduce_mean(sq),
             kl=tf.reduce_mean(kl),

@@ -34,6 +34,7 @@ __all__ = [
     "make_optimizer",
     "scale_loss_for_replicas",
     "check_image_batch",
+    "track_batch_means",
 ]
 
 # (fn, input_signature) or (fn, input_signature, method_name); the method name defaults to
@@ -50,6 +51,20 @@ def scale_loss_for_replicas(loss: tf.Tensor) -> tf.Tensor:
     ctx = tf.distribute.get_replica_context()
     n = ctx.num_replicas_in_sync if ctx is not None else 1
     return loss / tf.cast(n, loss.dtype) if n > 1 else loss
+
+
+def track_batch_means(trackers, values, batch) -> dict:
+    """Update each ``trackers[name]`` (a ``keras.metrics.Mean``) with ``values[name]``, a mean
+    over ``batch``, weighted by the batch's example count; returns the running results.
+
+    So an epoch's figure is the mean over its examples, exactly: weighted equally, a short last
+    batch would count as much as a full one (a validation accuracy of 0.8916 over 2,000 images
+    whose exact figure was 0.8905). Under ``tf.distribute`` the metric variables sum totals and
+    counts across replicas, so the weights stay exact there too."""
+    n = tf.cast(tf.shape(tf.nest.flatten(batch)[0])[0], tf.float32)
+    for name, value in values.items():
+        trackers[name].update_state(value, sample_weight=n)
+    return {name: trackers[name].result() for name in values}
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:

@@ -72,6 +72,7 @@ from zoo.models.base import (
     check_image_batch,
     make_optimizer,
     scale_loss_for_replicas,
+    track_batch_means,
 )
 from zoo.registry import (
     InvalidConfigError,
@@ -315,18 +316,16 @@ class FlowClassifier(ZooClassifier):
             scaled = scale_loss_for_replicas(total)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return self._track(loss=loss, accuracy=_accuracy(logits, y), **extra)
+        return self._track(x, loss=loss, accuracy=_accuracy(logits, y), **extra)
 
     def test_step(self, data):
         x, y = data[0], tf.cast(data[1], tf.int32)
         logits = self(x, training=False)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        return self._track(loss=tf.reduce_mean(ce), accuracy=_accuracy(logits, y))
+        return self._track(x, loss=tf.reduce_mean(ce), accuracy=_accuracy(logits, y))
 
-    def _track(self, **values):
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return {name: self.trackers[name].result() for name in values}
+    def _track(self, batch, **values):
+        return track_batch_means(self.trackers, values, batch)
 
     @property
     def metrics(self):

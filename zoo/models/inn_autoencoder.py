@@ -52,7 +52,12 @@ from zoo.layers.invertible import (
     conv_network,
     dense_network,
 )
-from zoo.models.base import ZooModel, check_image_batch, scale_loss_for_replicas
+from zoo.models.base import (
+    ZooModel,
+    check_image_batch,
+    scale_loss_for_replicas,
+    track_batch_means,
+)
 from zoo.registry import InvalidConfigError, building_name, register_model, register_variant
 
 __all__ = [
@@ -207,15 +212,11 @@ class AutoencoderModel(ZooModel):
             total = scale_loss_for_replicas(terms["loss"] + self._l2())
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
-        return self._track(terms)
+        return track_batch_means(self.trackers, terms, x)
 
     def test_step(self, data):
-        return self._track(self._objective(self._images(data), training=False))
-
-    def _track(self, terms):
-        for name, value in terms.items():
-            self.trackers[name].update_state(value)
-        return {name: self.trackers[name].result() for name in terms}
+        x = self._images(data)
+        return track_batch_means(self.trackers, self._objective(x, training=False), x)
 
     # -- the autoencoder ------------------------------------------------------------------------
     def call(self, x, training=False):

@@ -51,7 +51,12 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.layers.tied import TiedConv2D, TiedDense
-from zoo.models.base import ZooClassifier, check_image_batch, scale_loss_for_replicas
+from zoo.models.base import (
+    ZooClassifier,
+    check_image_batch,
+    scale_loss_for_replicas,
+    track_batch_means,
+)
 from zoo.registry import InvalidConfigError, building_name, register_model, shared_config
 
 __all__ = [
@@ -379,7 +384,7 @@ class RacecarModel(ZooClassifier):
             rr = rr * float(ctx.num_replicas_in_sync if ctx is not None else 1)
         terms = {"racecar_loss": rr} if self.racecar_active else {}
         terms.update({"ort_loss": ort} if self.ort_active else {})
-        return self._track(loss=task + rr + ort, task_loss=task, **terms)
+        return self._track(x, loss=task + rr + ort, task_loss=task, **terms)
 
     def test_step(self, data):
         x, y = data[0], data[1]
@@ -387,6 +392,7 @@ class RacecarModel(ZooClassifier):
         self.accuracy_metric.update_state(y, logits)
         rec = self._reconstruction(states, training=False)
         return self._track(
+            x,
             loss=self._task_loss(y, logits),
             reconstruction_error=tf.reduce_mean(self._relative_error(states[0], rec)),
         )
@@ -395,10 +401,8 @@ class RacecarModel(ZooClassifier):
         # Training and validation track different values: report only what was measured.
         return self.updated_metrics_result()
 
-    def _track(self, **values):
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        out = {name: self.trackers[name].result() for name in values}
+    def _track(self, batch, **values):
+        out = track_batch_means(self.trackers, values, batch)
         out["accuracy"] = self.accuracy_metric.result()
         return out
 
