@@ -283,3 +283,106 @@ def test_posthoc_nuisance_classifier_reads_what_z_n_holds():
     shuffled = tf.data.Dataset.from_tensor_slices((x, np.random.default_rng(0).permutation(y)))
     noise = posthoc_nuisance_error(model, shuffled.batch(500), test, hidden=(64,), epochs=5)
     assert noise["test_error"] > 35.0, noise
+
+
+def test_ported_irevnet_equals_an_independent_numpy_forward_of_the_authors_network():
+    # A float64 NCHW numpy forward of pytorch-i-revnet's iRevNet in eval mode, written from
+    # models/iRevNet.py and models/model_utils.py, for iRevNet(nBlocks=[2, 2], nStrides=[2, 2],
+    # nChannels=[24, 96], nClasses=5, init_ds=2, in_shape=[3, 16, 16], mult=4): one initial psi
+    # of block size 2 (their init_ds=2), then blocks of half widths 24, 24, 96, 96.
+    from zoo.models.firevnet import port_irevnet_state_dict
+
+    def modules(first):  # irevnet_block.bottleneck_block, numbered as nn.Sequential does
+        kinds = ["conv", "bn", "relu", "conv", "dropout", "bn", "relu", "conv"]
+        return kinds if first else ["bn", "relu", *kinds]
+
+    rng = np.random.default_rng(1)
+    outs, strides, sd, in_ch = [24, 24, 96, 96], [2, 1, 2, 1], {}, 12
+
+    def random_bn(prefix, n):
+        sd[f"{prefix}.weight"], sd[f"{prefix}.bias"] = (
+            rng.uniform(0.5, 1.5, n),
+            rng.normal(0, 0.3, n),
+        )
+        sd[f"{prefix}.running_mean"] = rng.normal(0, 0.5, n)
+        sd[f"{prefix}.running_var"] = rng.uniform(0.5, 2, n)
+        sd[f"{prefix}.num_batches_tracked"] = np.array(100)
+
+    for i, out_ch in enumerate(outs):
+        width = out_ch // 4
+        convs = iter([(width, in_ch // 2), (width, width), (out_ch, width)])
+        bns = iter(([] if i == 0 else [in_ch // 2]) + [width, width])
+        for j, kind in enumerate(modules(i == 0)):
+            prefix = f"module.stack.{i}.bottleneck_block.{j}"
+            if kind == "conv":
+                o, c = next(convs)
+                sd[f"{prefix}.weight"] = rng.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)
+            elif kind == "bn":
+                random_bn(prefix, next(bns))
+        in_ch = 2 * out_ch
+    random_bn("module.bn1", in_ch)
+    sd["module.linear.weight"] = rng.standard_normal((5, in_ch)) / np.sqrt(in_ch)
+    sd["module.linear.bias"] = rng.normal(0, 0.1, 5)
+
+    def psi(x):  # their psi(2): channel (dy, dx, c), c fastest; new pixel (i, j) ← (2i+dy, 2j+dx)
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 3, 5, 1, 2, 4)
+        return x.reshape(n, 4 * c, h // 2, w // 2)
+
+    def conv(x, weight, stride):  # nn.Conv2d(kernel_size=3, stride, padding=1, bias=False)
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+        return sum(
+            np.einsum(
+                "nchw,oc->nohw",
+                xp[:, :, dy : dy + stride * (ho - 1) + 1 : stride, dx : dx + stride * (wo - 1) + 1 : stride],
+                weight[:, :, dy, dx],
+            )
+            for dy in range(3)
+            for dx in range(3)
+        )  # fmt: skip
+
+    def bn(x, prefix):  # BatchNorm2d in eval mode, eps 1e-5
+        g, b, m, v = (
+            sd[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")
+        )
+        return (x - m[:, None, None]) / np.sqrt(v[:, None, None] + 1e-5) * g[:, None, None] + b[:, None, None]  # fmt: skip
+
+    def reference(x):
+        x = psi(x)
+        x1, x2 = x[:, :6], x[:, 6:]  # n = in_ch // 2
+        for i, stride in enumerate(strides):
+            f, first_conv = x2, True
+            for j, kind in enumerate(modules(i == 0)):
+                prefix = f"module.stack.{i}.bottleneck_block.{j}"
+                if kind == "conv":  # the stride is the first conv's only
+                    f = conv(f, sd[f"{prefix}.weight"], stride if first_conv else 1)
+                    first_conv = False
+                elif kind == "bn":
+                    f = bn(f, prefix)
+                elif kind == "relu":
+                    f = np.maximum(f, 0)  # Dropout: the identity in eval mode
+            if stride == 2:
+                x1, x2 = psi(x1), psi(x2)
+            x1, x2 = x2, f + x1  # (x2, y1 = F(x2) + x1)
+        bij = np.concatenate([x1, x2], axis=1)
+        h = np.maximum(bn(bij, "module.bn1"), 0)
+        assert h.shape[2:] == (2, 2)  # avg_pool2d(ds = 16 // 2**(2 + 2 // 2) = 2) → 1×1
+        logits = h.mean(axis=(2, 3)) @ sd["module.linear.weight"].T + sd["module.linear.bias"]
+        return logits, bij
+
+    overrides = dict(image_shape=(16, 16, 3), num_classes=5, blocks=(2, 2), channels=(24, 96),
+                     strides=(2, 2), couplings=("additive", "additive"))  # fmt: skip
+    model = zoo.load("irevnet301", **overrides)
+    unused = port_irevnet_state_dict(model, sd)
+    assert unused and all(name.endswith("num_batches_tracked") for name in unused)
+
+    x = rng.uniform(size=(2, 3, 16, 16))
+    logits, bij = reference(x)
+    assert np.abs(logits).max() > 0.1 and np.abs(logits - logits.mean(0)).max() > 0.01
+    nhwc = tf.constant(x.transpose(0, 2, 3, 1), tf.float32)
+    features = model.forward(nhwc).numpy().reshape(2, *model.out_shape).transpose(0, 3, 1, 2)
+    scale = np.abs(bij).max()
+    np.testing.assert_allclose(features, bij, rtol=1e-4, atol=1e-4 * scale)
+    scale = np.abs(logits).max()
+    np.testing.assert_allclose(model(nhwc, training=False), logits, rtol=1e-4, atol=1e-4 * scale)

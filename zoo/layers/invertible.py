@@ -741,8 +741,17 @@ class IRevNetBlock(InvertibleLayer):
         if not self.first:
             layers += [keras.layers.BatchNormalization(**bn), keras.layers.ReLU()]
         out = self.out_channels * (2 if self.coupling == "affine" else 1)
+        if self.stride > 1:
+            # PyTorch's Conv2d(padding=1), as the authors' i-RevNet: one pixel on every side.
+            # Keras' "same" pads (0, 1) at stride 2 on an even size, which samples the grid one
+            # pixel off (outputs read rows 2i..2i+2, not 2i-1..2i+1).
+            layers += [
+                keras.layers.ZeroPadding2D(1),
+                keras.layers.Conv2D(width, strides=self.stride, **{**conv, "padding": "valid"}),
+            ]
+        else:
+            layers.append(keras.layers.Conv2D(width, **conv))
         layers += [
-            keras.layers.Conv2D(width, strides=self.stride, **conv),
             keras.layers.BatchNormalization(**bn),
             keras.layers.ReLU(),
             keras.layers.Conv2D(width, **conv),

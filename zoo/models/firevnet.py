@@ -897,6 +897,8 @@ def port_irevnet_state_dict(model: IRevNet, state_dict) -> list[str]:
         # checkpoint): index j counts every module, in the order IRevNetBlock builds them.
         torch_index = 0
         for layer in block.bottleneck.layers:
+            if isinstance(layer, keras.layers.ZeroPadding2D):
+                continue  # part of PyTorch's Conv2d(padding=1)
             prefix = f"stack.{i}.bottleneck_block.{torch_index}"
             if isinstance(layer, keras.layers.Conv2D):
                 take(f"{prefix}.weight", layer.kernel, lambda a: a.transpose(2, 3, 1, 0))
