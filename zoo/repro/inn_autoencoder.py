@@ -42,10 +42,28 @@ def _plot(ks, errors: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _claims(ks, inn, classic) -> dict:
-    inn, classic = np.asarray(inn), np.asarray(classic)
+# The thresholds of the three claims. Fig. 5 is a plot only (no table), and the digest (§3 check 4)
+# asks for thresholds calibrated on a first run (its own suggestion for (c): within ~1.5× at k = 8),
+# so both figures below are this reproduction's, not the paper's.
+# (a) The classical AE "saturates" at the first k whose error is within 10 % of its best.
+CLASSIC_SATURATION_FACTOR = 1.1
+# (c) "Similar at small k": |INN − classic| below 20 % of the classical error at the smallest k.
+SMALL_K_MAX_RELATIVE_GAP = 0.2
+
+
+def bottleneck_claims(figures: dict) -> dict:
+    """The paper's three claims, checked on the measured errors.
+
+    ``figures`` is the experiment's ``measured`` object: ``{"k": [...], "test_mean_l1": {"INN":
+    [...], "classic": [...]}}``, one error per k, k ascending. Returns the ``claims`` object: the
+    saturation k, the relative drops and gap (rounded to 3 decimals), and the flags ``a_…``,
+    ``b_…`` and ``c_…``, which compare the unrounded figures.
+    """
+    ks = figures["k"]
+    inn = np.asarray(figures["test_mean_l1"]["INN"])
+    classic = np.asarray(figures["test_mean_l1"]["classic"])
     best = classic.min()
-    k_sat_index = int(np.flatnonzero(classic <= 1.1 * best)[0])  # within 10 % of its best
+    k_sat_index = int(np.flatnonzero(classic <= CLASSIC_SATURATION_FACTOR * best)[0])
     tail = slice(k_sat_index, None)
     inn_drop = float((inn[k_sat_index] - inn[-1]) / inn[k_sat_index])
     classic_drop = float((classic[k_sat_index] - classic[-1]) / classic[k_sat_index])
@@ -58,7 +76,7 @@ def _claims(ks, inn, classic) -> dict:
             np.all(np.diff(inn[tail]) < 0) and inn_drop > classic_drop
         ),
         "b_inn_below_classic_at_largest_k": bool(inn[-1] < classic[-1]),
-        "c_close_at_smallest_k": bool(small_gap < 0.2),
+        "c_close_at_smallest_k": bool(small_gap < SMALL_K_MAX_RELATIVE_GAP),
         "relative_gap_at_smallest_k": round(small_gap, 3),
     }
 
@@ -100,12 +118,10 @@ def inn_ae_bottleneck(quick: bool, data_dir: str | None, output: Path, seed: int
             errors[label].append(round(float(error), 5))
             timing[label].append(seconds)
     _plot(ks, errors, output / "bottleneck.png")
+    measured = {"k": ks, "test_mean_l1": errors}
+    measured["claims"] = bottleneck_claims(measured)
     return {
-        "measured": {
-            "k": ks,
-            "test_mean_l1": errors,
-            "claims": _claims(ks, errors["INN"], errors["classic"]),
-        },
+        "measured": measured,
         "paper": {
             "classic_saturation_k": {"MNIST": 12, "CIFAR-10": 250, "CelebA": "200-250"},
             "claims": "(a) the INN error keeps falling past the classical saturation; (b) INN "
