@@ -198,9 +198,13 @@ def test_lower_bound_formula_is_the_corrected_one():
     lb = ze.lower_bound_from_fits(np.array([1.0]), np.array([4.0]), np.array([[3.0, 0.0]]),
                                   np.array([1]))  # fmt: skip
     assert lb[0] == pytest.approx(6 / 8)
-    # The printed eq. 8 (d_c, not d_c², in the numerator) would give (3 − 1 − 2)/8 = 0.
-    assert ze.lower_bound_from_fits(np.array([2.0]), np.array([0.0]), np.array([[0.0, 1.0]]),
-                                    np.array([0]))[0] == 0.0  # fmt: skip
+    # The printed eq. 8 has d_c, not d_c², in the numerator. For d = 4, r = 1, ‖z‖² = 0 the two
+    # give (16 − 1)/10 = 1.5 and (4 − 1)/10 = 0.3: the function must give the first.
+    d, r = 4.0, 1.0
+    printed, corrected = (d - r**2) / (2 * (d + r)), (d**2 - r**2) / (2 * (d + r))
+    got = ze.lower_bound_from_fits(np.array([r]), np.array([0.0]), np.array([[d, 0.0]]),
+                                   np.array([1]))[0]  # fmt: skip
+    assert got == pytest.approx(corrected) and abs(got - printed) > 1.0
 
 
 # -- ABS against the CNN, on briefly trained models ----------------------------------------------
