@@ -7,6 +7,9 @@ every candidate on each of ABS's ten-group layers, in its two uses:
 - ``train``: batch 120 (ABS's training batch), forward plus the gradients for input and kernel;
 - ``search``: batch 64 (the latent search's batch), decoder forward plus the input gradient only.
 
+Each figure is milliseconds per step, the best of three rounds, and each candidate's output and
+gradients are checked against the definition (``rel_err``, relative to the largest value).
+
 Candidates (each checked against one plain convolution per group, the definition):
 - ``native``: the grouped op (transposed: ``Conv2DBackpropInput``); its gradients need oneDNN;
 - ``per_group``: one plain convolution per group, concatenated;
@@ -175,10 +178,13 @@ def measure(fn, x, kernel, s, transposed, upstream, reference, wrt_kernel, repea
     """Relative error of value-and-gradients against ``reference``, and the best ms per step."""
 
     def step(x, kernel, wrt_kernel=wrt_kernel):
+        # The output is returned too: the gradients of a linear op do not need it, and a graph
+        # that did not return it would prune the forward pass out of the timing.
         with tf.GradientTape() as tape:
             tape.watch([x, kernel])
-            loss = tf.reduce_sum(fn(x, kernel, s, transposed) * upstream)
-        return tape.gradient(loss, [x, kernel] if wrt_kernel else [x])
+            y = fn(x, kernel, s, transposed)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, *tape.gradient(loss, [x, kernel] if wrt_kernel else [x])]
 
     try:
         if fn(x[:1], kernel, s, transposed) is None:
@@ -213,7 +219,7 @@ def main() -> None:
             with tf.GradientTape() as tape:
                 tape.watch([x, kernel])
                 loss = tf.reduce_sum(per_group(x, kernel, s, transposed) * upstream)
-            reference = tape.gradient(loss, [x, kernel])
+            reference = [want, *tape.gradient(loss, [x, kernel])]
             row = {}
             for cand, fn in CANDIDATES.items():
                 result = measure(fn, x, kernel, s, transposed, upstream, reference,

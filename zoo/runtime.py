@@ -69,3 +69,9 @@ def prefer_onednn() -> bool:
         return False
     os.environ[ONEDNN_VARIABLE] = "1"
     return True
+
+
+if __name__ == "__main__":  # python -m zoo.runtime: what .ci/run prints at the top
+    import json
+
+    print(json.dumps(describe()))
