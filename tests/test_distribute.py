@@ -17,19 +17,41 @@ import pytest
 from conftest import ROOT
 
 TRAJECTORY = str(ROOT / "tests" / "helpers" / "loss_trajectory.py")
-LR = "0.01"
+LR = 0.01
 
 
-def _trajectory(cli, tmp_path, strategy, cpu_devices, sync_bn, lr=LR):
-    out = tmp_path / f"{strategy}-{cpu_devices}-{sync_bn}-{lr}"
-    proc = cli([TRAJECTORY, strategy, str(cpu_devices), str(sync_bn), lr, str(out)])
+def trajectories(cli, out, runs, cpu_devices=2):
+    """Per-step training losses of each run, all in one fresh interpreter whose CPU is split into
+    ``cpu_devices`` logical devices (tests/helpers/loss_trajectory.py)."""
+    proc = cli([TRAJECTORY, str(cpu_devices), str(out), json.dumps(runs)])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return np.array(result["losses"]), result["replicas"]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])["runs"]
+    return [(np.array(r["losses"]), r["replicas"]) for r in results]
 
 
-def test_mirrored_over_two_devices_follows_one_device_loss_trajectory(cli, tmp_path):
-    """Same global batch (64), seed and data order; plain SGD so that gradient scale matters.
+@pytest.fixture(scope="module")
+def cnn_runs(tmp_path_factory):
+    """cnn_mnist with plain SGD, same global batch (64), seed and data order: one device and
+    mirrored over two, with and without synchronised BatchNorm, and one device at twice the
+    learning rate (the negative control)."""
+    from conftest import run_cli
+
+    def runs(sync, lrs=(LR,)):
+        bn = {"sync_batchnorm": sync}
+        return [{"strategy": "one_device", "overrides": bn, "learning_rate": lr} for lr in lrs] + [
+            {"strategy": "mirrored", "overrides": bn}
+        ]
+
+    # One mirrored run per process: a second MirroredStrategy in the same process reuses the
+    # first one's collective instance keys.
+    synced = trajectories(run_cli, tmp_path_factory.mktemp("synced"), runs(True, (LR, 2 * LR)))
+    unsynced = trajectories(run_cli, tmp_path_factory.mktemp("unsynced"), runs(False))
+    names = ["one", "doubled", "two", "one_unsynced", "two_unsynced"]
+    return dict(zip(names, synced + unsynced, strict=True))
+
+
+def test_mirrored_over_two_devices_follows_one_device_loss_trajectory(cnn_runs):
+    """Plain SGD, so that gradient scale matters.
 
     With SGD, a replica that forgot to divide its loss by the number of replicas would apply
     twice the gradient, i.e. train like one device at twice the learning rate. The negative
@@ -40,9 +62,7 @@ def test_mirrored_over_two_devices_follows_one_device_loss_trajectory(cli, tmp_p
     they differ only in the order of float32 sums (all-reduce vs one reduction), measured at
     ~1e-6 relative over 24 steps.
     """
-    one, n1 = _trajectory(cli, tmp_path, "one_device", 0, 1)
-    two, n2 = _trajectory(cli, tmp_path, "mirrored", 2, 1)
-    doubled, _ = _trajectory(cli, tmp_path, "one_device", 0, 1, lr=str(2 * float(LR)))
+    (one, n1), (two, n2), (doubled, _) = cnn_runs["one"], cnn_runs["two"], cnn_runs["doubled"]
     assert (n1, n2) == (1, 2)
     assert len(one) == len(two) == 24
     np.testing.assert_allclose(two, one, rtol=1e-4)
@@ -52,12 +72,16 @@ def test_mirrored_over_two_devices_follows_one_device_loss_trajectory(cli, tmp_p
     assert one[-1] < one[0]
 
 
-def test_mirrored_without_sync_batchnorm_stays_close(cli, tmp_path):
+def test_mirrored_without_sync_batchnorm_stays_close(cnn_runs):
     """Without synchronised BN each replica normalises with its own half-batch statistics; the
-    trajectory then differs from one device, but only by the BN noise (measured < 3 %)."""
-    one, _ = _trajectory(cli, tmp_path, "one_device", 0, 0)
-    two, _ = _trajectory(cli, tmp_path, "mirrored", 2, 0)
-    assert np.max(np.abs(two - one) / one) < 0.05
+    trajectory then differs from one device, but only by the BN noise (measured < 3 %). The
+    tolerance can tell: a wrong loss scaling (twice the learning rate) moves it further."""
+    (one, _), (two, n2) = cnn_runs["one_unsynced"], cnn_runs["two_unsynced"]
+    doubled = cnn_runs["doubled"][0]
+    assert n2 == 2
+    deviation = np.max(np.abs(two - one) / one)
+    assert 0 < deviation < 0.05  # not the same function, but close
+    assert np.max(np.abs(doubled - one) / one) > 0.05
 
 
 def _free_ports(n):

@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT
 
 import zoo
 from zoo.layers.tied import TiedConv2D, TiedConv2DTranspose, TiedDense
@@ -423,28 +422,15 @@ def test_mirrored_racecar_step_follows_one_device(cli, tmp_path):
     """The RR term is a per-replica sum and the task loss a mean scaled by the replica count: over
     two replicas the task-loss trajectory must equal one device's. The RR term dominates here
     (λ = 1), so a wrongly scaled term would change the trajectory; the control halves λ."""
-    helper = str(ROOT / "tests" / "helpers" / "loss_trajectory.py")
+    from test_distribute import trajectories
 
-    def run(strategy, devices, lam):
-        out = tmp_path / f"{strategy}-{lam}"
-        overrides = json.dumps({"racecar_lambda": lam})
-        args = [
-            helper,
-            strategy,
-            str(devices),
-            "0",
-            "0.05",
-            str(out),
-            "racecar_mnist_mlp",
-            "var_u",
-            overrides,
-            "task_loss",
-        ]
-        proc = cli(args)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return np.array(json.loads(proc.stdout.strip().splitlines()[-1])["losses"])
+    def run(strategy, lam):
+        return {"strategy": strategy, "model": "racecar_mnist_mlp", "dataset": "var_u",
+                "learning_rate": 0.05, "overrides": {"racecar_lambda": lam}, "key": "task_loss"}  # fmt: skip
 
-    one, two, half = run("one_device", 0, 1.0), run("mirrored", 2, 1.0), run("one_device", 0, 0.5)
+    runs = [run("one_device", 1.0), run("mirrored", 1.0), run("one_device", 0.5)]
+    (one, _), (two, replicas), (half, _) = trajectories(cli, tmp_path, runs)
+    assert replicas == 2
     np.testing.assert_allclose(two, one, rtol=1e-4)
     assert np.max(np.abs(half - one) / one) > 100 * 1e-4
 

@@ -35,6 +35,7 @@ def test_readme_quick_start_runs_as_written(tmp_path):
     argv[0] = str(ROOT / argv[0])
     proc = run_cli(argv, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "zoo-train: TensorFlow" in proc.stderr and "oneDNN" in proc.stderr  # the mode, logged
     run, export = tmp_path / "runs" / "cnn_mnist", tmp_path / "exports" / "cnn_mnist" / "1"
     assert (export / "saved_model.pb").is_file() and (export / "assets.extra/model.json").is_file()
     for name in ("config.json", "weights.weights.h5", "backup/training_metadata.json"):

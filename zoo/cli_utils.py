@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from typing import Any
 
 
@@ -48,3 +49,37 @@ def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter out of the CLI's output (unless the user set it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+_onednn_set_by: str | None = None
+
+
+def start_cli(prog: str) -> None:
+    """What each zoo command does first, before TensorFlow is imported: quiet TensorFlow's C++
+    start-up, Keras on TensorFlow, and oneDNN on unless the user chose a mode
+    (:func:`zoo.runtime.prefer_onednn`; README "CPU modes"). The library never does the last."""
+    global _onednn_set_by
+    quiet_tensorflow()
+    from zoo import runtime
+
+    if runtime.prefer_onednn():
+        _onednn_set_by = prog
+
+
+def announce_runtime(prog: str) -> None:
+    """One line on stderr at start-up: TensorFlow's version, its oneDNN mode and who chose it,
+    how to override it, and the CPU."""
+    from zoo import runtime
+
+    info = runtime.describe()
+    if _onednn_set_by == prog:
+        why = f"{prog}'s default; {runtime.ONEDNN_VARIABLE}=0 turns it off"
+    elif info["onednn_source"].startswith(runtime.ONEDNN_VARIABLE):
+        why = f"set by {info['onednn_source']}"
+    else:
+        why = f"TensorFlow's default; {runtime.ONEDNN_VARIABLE}=0/1 chooses"
+    print(
+        f"{prog}: TensorFlow {info['tensorflow']}, oneDNN {info['onednn']} ({why}), "
+        f"CPU {info['cpu']}",
+        file=sys.stderr,
+    )

@@ -190,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.cli_utils import parse_overrides, quiet_tensorflow
+    from zoo.cli_utils import announce_runtime, parse_overrides, start_cli
 
-    quiet_tensorflow()
+    start_cli("zoo-export")
     parser = build_parser()
     args = parser.parse_args(argv)
     import zoo
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 metadata[key] = json.loads(f.read_text())
         if not overrides and "training" in metadata:
             overrides = metadata["training"].get("config", {})
+    announce_runtime("zoo-export")
     try:
         model = zoo.load(spec.name, weights=args.weights, **overrides)
         path = export_model(

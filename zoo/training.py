@@ -643,9 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.cli_utils import parse_overrides, quiet_tensorflow
+    from zoo.cli_utils import announce_runtime, parse_overrides, start_cli
 
-    quiet_tensorflow()
+    start_cli("zoo-train")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -673,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.data import DatasetError
     from zoo.weights import WeightsError
 
+    announce_runtime("zoo-train")
     try:
         result = train(cfg)
     except UsageError as e:

@@ -1,12 +1,21 @@
-"""Train a model briefly and print its per-step training loss as JSON (for test_distribute).
+"""Train models briefly and print each run's per-step training loss as JSON (for the tf.distribute
+tests).
 
-Run in a fresh interpreter: ``--cpu-devices`` must split the CPU before TensorFlow initialises.
-Usage: python loss_trajectory.py STRATEGY CPU_DEVICES SYNC_BN LEARNING_RATE OUTPUT
-[MODEL DATASET OVERRIDES_JSON LOG_KEY]; the default is cnn_mnist on digits, its ``loss``.
+Run in a fresh interpreter: the CPU is split into ``CPU_DEVICES`` logical devices before
+TensorFlow initialises, so one process runs single-device and mirrored runs side by side (a
+one-device run uses the first device). Usage::
+
+    python loss_trajectory.py CPU_DEVICES OUTPUT RUNS_JSON
+
+``RUNS_JSON`` is a list of runs, each ``{"strategy": ..., "learning_rate": ..., "model": ...,
+"dataset": ..., "overrides": {...}, "key": ...}``; everything but ``strategy`` has a default
+(cnn_mnist on digits, plain SGD at lr 0.01, its ``loss``). Prints ``{"runs": [{"losses": [...],
+"replicas": n}, ...]}``.
 """
 
 import json
 import sys
+from pathlib import Path
 
 import keras
 
@@ -24,36 +33,34 @@ class RecordLoss(keras.callbacks.Callback):
 
 
 def main():
-    strategy, cpu_devices, sync_bn, lr, output = sys.argv[1:6]
-    model, dataset, overrides, key = (
-        "cnn_mnist",
-        "digits",
-        {"sync_batchnorm": sync_bn == "1"},
-        "loss",
-    )
-    if len(sys.argv) > 6:
-        model, dataset, extra, key = sys.argv[6:10]
-        overrides = json.loads(extra)
-    record = RecordLoss(key)
-    result = train(
-        TrainConfig(
-            model=model,
-            dataset=dataset,
-            epochs=2,
-            steps_per_epoch=12,
-            validation_steps=1,
-            batch_size=64,
-            train_examples=1536,
-            strategy=strategy,
-            cpu_devices=int(cpu_devices) or None,
-            output=output,
-            overrides={"optimizer": "sgd", "learning_rate": float(lr), **overrides},
-            verbose=0,
-            callbacks=[record],
+    cpu_devices, output, runs = int(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+    results = []
+    for i, run in enumerate(runs):
+        record = RecordLoss(run.get("key", "loss"))
+        result = train(
+            TrainConfig(
+                model=run.get("model", "cnn_mnist"),
+                dataset=run.get("dataset", "digits"),
+                epochs=2,
+                steps_per_epoch=12,
+                validation_steps=1,
+                batch_size=64,
+                train_examples=1536,
+                strategy=run["strategy"],
+                cpu_devices=cpu_devices or None,
+                output=str(output / f"run{i}"),
+                overrides={
+                    "optimizer": "sgd",
+                    "learning_rate": float(run.get("learning_rate", 0.01)),
+                    **run.get("overrides", {}),
+                },
+                verbose=0,
+                callbacks=[record],
+            )
         )
-    )
-    replicas = result.model.distribute_strategy.num_replicas_in_sync
-    print(json.dumps({"losses": record.losses, "replicas": replicas}))
+        replicas = result.model.distribute_strategy.num_replicas_in_sync
+        results.append({"losses": record.losses, "replicas": replicas})
+    print(json.dumps({"runs": results}))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 
-from zoo.cli_utils import quiet_tensorflow
+from zoo.cli_utils import announce_runtime, start_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    quiet_tensorflow()
+    start_cli("zoo.repro")
     from zoo import repro
 
     p = argparse.ArgumentParser(
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         repro.get_experiment(args.name)
     except KeyError as e:
         p.error(str(e.args[0]))
+    announce_runtime("zoo.repro")
     result = repro.run(
         args.name, quick=args.quick, data_dir=args.data_dir, output=args.output, seed=args.seed
     )
