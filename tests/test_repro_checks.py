@@ -1,7 +1,7 @@
 """The pass logic of the reproductions, on crafted figures (no training, no TensorFlow).
 
 Each experiment's flags come from one pure function of its measured figures:
-``bottleneck_claims`` (inn_ae_bottleneck), ``spheres_checks`` (spheres), ``firevnet_ice_checks``
+``robustness_checks`` (abs_robustness), ``bottleneck_claims`` (inn_ae_bottleneck), ``spheres_checks`` (spheres), ``firevnet_ice_checks``
 (firevnet_ice) and ``racecar_peak_checks`` / ``racecar_peak_targets_met`` (racecar_peak). For each:
 a realistic set of figures (the README's measurements where it has them) passes every check, and a
 variation of one figure fails exactly one check, including a figure exactly at the threshold.
@@ -13,6 +13,7 @@ import copy
 
 import pytest
 
+from zoo.repro.abs_robustness import robustness_checks
 from zoo.repro.firevnet import (
     ICE_MIN_MARGIN_POINTS,
     SPHERES_MIN_ACCURACY,
@@ -369,3 +370,81 @@ def test_racecar_peak_meets_its_targets_with_rr_class_mean_energy_exactly_0_99()
     figures = peak_with("RR", "class_mean_energy_min", 0.99)
     assert failed(racecar_peak_checks(figures)) == set()  # >=
     assert racecar_peak_targets_met(figures) is True
+
+
+# -- abs_robustness -------------------------------------------------------------------------------
+FLAGS = (
+    "abs_at_least_1.5x_cnn_l2_paper_protocol",
+    "abs_at_least_1.5x_cnn_l2_every_attack",
+    "abs_and_binary_abs_beat_cnn_in_l0_same_attacks",
+    "abs_lower_bound_below_every_attack",
+)
+
+
+def _robustness_figures():
+    """The README's full run: ABS 3.05 / 2.00 against the CNN's 1.03 / 0.69 (transfer / all)."""
+    return {
+        "cnn_mnist": {"median_l2": 0.69, "median_l0": 10.0},
+        "binary_cnn_mnist": {"median_l2": 0.44, "median_l0": 9.5},
+        "abs_mnist": {"median_l2": 2.00, "with_danskin_gradients_median_l2": 1.40,
+                      "median_l0": 462.0, "lower_bound_below_every_attack": True},
+        "binary_abs_mnist": {"median_l2": 0.80, "with_danskin_gradients_median_l2": 0.44,
+                             "median_l0": 17.5},
+        "transfer_l2_median": {"cnn_mnist": 1.03, "abs_mnist": 3.05},
+    }  # fmt: skip
+
+
+def _robustness_failed(figures):
+    checks = robustness_checks(figures)
+    return {name for name in FLAGS if checks[name] is False}
+
+
+def test_abs_robustness_passes_on_figures_that_meet_every_claim():
+    checks = robustness_checks(_robustness_figures())
+    assert _robustness_failed(_robustness_figures()) == set()
+    assert checks["abs_over_cnn_l2_paper_protocol"] == pytest.approx(2.0 / 0.69, abs=1e-3)
+    assert checks["abs_over_cnn_l2_every_attack"] == pytest.approx(1.40 / 0.69, abs=1e-3)
+
+
+def test_abs_robustness_l2_counts_the_danskin_attacks_only_in_the_every_attack_flag():
+    """The issue's case: ABS 1.03 with Danskin PGD against the CNN's 0.69 is 1.49x, under 1.5,
+    while the protocol figure (2.00) passes."""
+    figures = _robustness_figures()
+    figures["abs_mnist"]["with_danskin_gradients_median_l2"] = 1.03
+    assert _robustness_failed(figures) == {"abs_at_least_1.5x_cnn_l2_every_attack"}
+    figures["abs_mnist"]["with_danskin_gradients_median_l2"] = 1.5 * 0.69  # exactly 1.5x passes
+    assert _robustness_failed(figures) == set()
+
+
+def test_abs_robustness_every_attack_flag_is_none_without_the_danskin_attacks():
+    figures = _robustness_figures()
+    del figures["abs_mnist"]["with_danskin_gradients_median_l2"]  # --quick does not run them
+    checks = robustness_checks(figures)
+    assert checks["abs_at_least_1.5x_cnn_l2_every_attack"] is None
+    assert checks["abs_over_cnn_l2_every_attack"] is None
+
+
+@pytest.mark.parametrize("where, value", [("median", 1.0), ("transfer", 1.5)])
+def test_abs_robustness_protocol_flag_needs_both_the_median_and_the_transfer_ratio(where, value):
+    figures = _robustness_figures()
+    if where == "median":
+        figures["abs_mnist"]["median_l2"] = value  # 1.45x
+    else:
+        figures["transfer_l2_median"]["abs_mnist"] = value  # 1.46x
+    assert _robustness_failed(figures) == {"abs_at_least_1.5x_cnn_l2_paper_protocol"}
+
+
+@pytest.mark.parametrize("model", ["abs_mnist", "binary_abs_mnist"])
+def test_abs_robustness_l0_needs_both_abs_variants_strictly_above_the_cnn(model):
+    figures = _robustness_figures()
+    figures[model]["median_l0"] = 10.0  # a tie is not beating the CNN
+    assert _robustness_failed(figures) == {"abs_and_binary_abs_beat_cnn_in_l0_same_attacks"}
+    figures[model]["median_l0"] = "inf"  # never fooled counts as the most robust
+    figures["cnn_mnist"]["median_l0"] = "inf"
+    assert "abs_and_binary_abs_beat_cnn_in_l0_same_attacks" in _robustness_failed(figures)
+
+
+def test_abs_robustness_fails_when_an_attack_goes_below_the_lower_bound():
+    figures = _robustness_figures()
+    figures["abs_mnist"]["lower_bound_below_every_attack"] = False
+    assert _robustness_failed(figures) == {"abs_lower_bound_below_every_attack"}

@@ -14,11 +14,11 @@ What is scaled down, and why:
 - Images attacked: 8 (``--quick``) or 32; clean accuracy on 100 or 500.
 - ABS's attacks: transfer (4 directions from the substitute), Gaussian noise, Latent Descent, and
   L2/L∞ PGD through Danskin's gradient (outside the paper's protocol, which only used estimated
-  gradients on ABS; it is the strongest attack here). The Pointwise attack, 1,000+ sequential
-  queries per image, runs against ABS with a 10-step latent search and is then checked on the
-  full model (an adversarial that does not hold there counts as a failure); the Boundary attack
-  and the gradient-estimation attacks are not run. ABS's figures are therefore upper bounds
-  on its true robustness, as the paper's are.
+  gradients on ABS; it is the strongest attack here, so L2 is reported both ways). The L0 attacks
+  (Pointwise and salt-and-pepper, each with the same query budget on every model) query ABS's
+  10-step latent search and are then checked on the full model (an adversarial that does not
+  hold there counts as a failure); the Boundary attack and the gradient-estimation attacks are
+  not run. ABS's figures are therefore upper bounds on its true robustness, as the paper's are.
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def _train(name, dataset, data_dir, output, seed, epochs, examples, overrides=No
     )
 
 
+def _l0_budget(quick: bool) -> int:
+    """Queries per image of each L0 attack (Pointwise, salt-and-pepper), the same for every
+    model, so the L0 comparison sets equal attacks against each other."""
+    return 300 if quick else 1000
+
+
 def _attack_model(name, model, substitute, x, y, quick, seed, fast_model=None):
     """Every attack for one model → {attack: AttackResult}."""
     from zoo import eval as ze
@@ -88,17 +94,58 @@ def _attack_model(name, model, substitute, x, y, quick, seed, fast_model=None):
         suffix = DANSKIN if is_abs else ""
         results["pgd_l2" + suffix] = ze.pgd(model, x, y, norm="l2", **pgd)
         results["pgd_linf" + suffix] = ze.pgd(model, x, y, norm="linf", **pgd)
-    if not is_abs:
-        results["salt_and_pepper"] = ze.salt_and_pepper(model, x, y, seed=seed)
-        results["pointwise"] = ze.pointwise(model, x, y, seed=seed)
-    elif fast_model is not None:
-        # Query-heavy: run on the 10-step search, then keep only what fools the full model.
-        run = ze.pointwise(fast_model, x, y, seed=seed, budget=300 if quick else 1000)
-        holds = ze.Predictor.of(model).is_adversarial(run.adversarials, y)
-        run.status = np.where((run.status == 1) & ~holds, 2, run.status).astype(np.int8)
-        run.name = "pointwise (10-step search, verified)"
-        results["pointwise"] = run
+    # L0: the same two attacks with the same query budget on every model. On ABS they query the
+    # 10-step search (1,000 sequential full-search queries per image are beyond this CPU), and an
+    # adversarial counts only if it also fools the full model.
+    budget = _l0_budget(quick)
+    query = fast_model if (is_abs and fast_model is not None) else model
+    for attack, run in (
+        ("salt_and_pepper", lambda: ze.salt_and_pepper(query, x, y, seed=seed, budget=budget)),
+        ("pointwise", lambda: ze.pointwise(query, x, y, seed=seed, budget=budget)),
+    ):
+        result = run()
+        if query is not model:
+            holds = ze.Predictor.of(model).is_adversarial(result.adversarials, y)
+            result.status = np.where((result.status == 1) & ~holds, 2, result.status).astype(
+                np.int8
+            )
+            result.name = f"{attack} (10-step search, verified)"
+        results[attack] = result
     return results
+
+
+def robustness_checks(measured: dict) -> dict:
+    """The pass flags of ``abs_robustness`` from its measured figures (a pure function, so the
+    pass logic is tested on crafted figures).
+
+    L2 is reported two ways. Under the paper's protocol ABS meets no true-gradient attack (only
+    transfer, noise, Latent Descent and decision-based ones) while the CNN does; under every
+    attack the zoo runs, ABS also meets PGD through Danskin's gradient, the strongest attack
+    here. L0 compares the same attacks (Pointwise and salt-and-pepper, the same budget) on every
+    model."""
+    cnn, abs_ = measured["cnn_mnist"], measured["abs_mnist"]
+    transfer = measured["transfer_l2_median"]
+    protocol = _ratio(abs_["median_l2"], cnn["median_l2"])
+    every = abs_.get("with_danskin_gradients_median_l2")
+    every_ratio = _ratio(every, cnn["median_l2"]) if every is not None else None
+    transfer_ratio = _ratio(transfer["abs_mnist"], transfer["cnn_mnist"])
+    return {
+        "abs_over_cnn_transfer_l2": transfer_ratio,
+        "abs_over_cnn_l2_paper_protocol": protocol,
+        "abs_over_cnn_l2_every_attack": every_ratio,
+        "abs_at_least_1.5x_cnn_l2_paper_protocol": protocol >= 1.5 and transfer_ratio >= 1.5,
+        # None where the Danskin-gradient attacks did not run (--quick)
+        "abs_at_least_1.5x_cnn_l2_every_attack": None if every_ratio is None
+        else every_ratio >= 1.5,
+        "abs_and_binary_abs_beat_cnn_in_l0_same_attacks": all(
+            _num(measured[m]["median_l0"]) > _num(cnn["median_l0"])
+            for m in ("abs_mnist", "binary_abs_mnist")
+        ),
+        # The bound holds for ABS's continuous input. Binary ABS's is computed on the binarized
+        # image (and ignores γ): a continuous perturbation of 0.01 can flip a pixel near 0.5 by
+        # 1, so it bounds distances between binarized images, not the attacks' distances.
+        "abs_lower_bound_below_every_attack": abs_["lower_bound_below_every_attack"],
+    }
 
 
 @register_experiment(
@@ -107,8 +154,10 @@ def _attack_model(name, model, substitute, x, y, quick, seed, fast_model=None):
     "attacks, with the L2 lower bound (Table 1)",
     paper="002_7240b1e8d13f6586.txt",
     claim="ABS is the most robust model in L2 (paper: median 2.3 vs at most 1.5 for the others; "
-    "here: ABS's median L2 over all attacks is at least 1.5x the CNN's), both ABS variants beat "
-    "the CNN in L0, and the L2 lower bound (paper: mean 0.690) is below every adversarial found.",
+    "here: ABS's median L2 is at least 1.5x the CNN's under the paper's protocol, which gives ABS "
+    "no true-gradient attack, reported also under every attack the zoo runs), both ABS variants "
+    "beat the CNN in L0 under the same attacks, and the L2 lower bound (paper: mean 0.690) is "
+    "below every adversarial found.",
 )
 def abs_robustness(quick: bool, data_dir: str | None, output: Path, seed: int) -> dict:
     import zoo
@@ -198,28 +247,12 @@ def abs_robustness(quick: bool, data_dir: str | None, output: Path, seed: int) -
     ze.robustness_curves(
         curves_in, output / "curves.png", title=f"ABS robustness ({dataset}, {n_attack} images)"
     )
-    cnn, abs_ = measured["cnn_mnist"], measured["abs_mnist"]
     transfer = {
         m: _finite(ze.median_distance(ze.best_over(transfers[m], "l2")))
         for m in ("cnn_mnist", "abs_mnist")
     }
-    measured["checks"] = {
-        "transfer_l2_median": transfer,
-        "abs_over_cnn_transfer_l2": _ratio(transfer["abs_mnist"], transfer["cnn_mnist"]),
-        "abs_over_cnn_all_attacks_l2": _ratio(abs_["median_l2"], cnn["median_l2"]),
-        "abs_at_least_1.5x_cnn_l2": _ratio(abs_["median_l2"], cnn["median_l2"]) >= 1.5
-        and _ratio(transfer["abs_mnist"], transfer["cnn_mnist"]) >= 1.5,
-        "abs_and_binary_abs_beat_cnn_in_l0": all(
-            _num(measured[m]["median_l0"]) > _num(cnn["median_l0"])
-            for m in ("abs_mnist", "binary_abs_mnist")
-        ),
-        # The bound holds for ABS's continuous input. Binary ABS's is computed on the binarized
-        # image (and ignores γ): a continuous perturbation of 0.01 can flip a pixel near 0.5 by
-        # 1, so it bounds distances between binarized images, not the attacks' distances.
-        "abs_lower_bound_below_every_attack": measured["abs_mnist"][
-            "lower_bound_below_every_attack"
-        ],
-    }
+    checks = robustness_checks({**measured, "transfer_l2_median": transfer})
+    measured["checks"] = {"transfer_l2_median": transfer, **checks}
     measured["per_attack_median"] = per_attack
     return {
         "measured": measured,
