@@ -327,20 +327,31 @@ def test_celeba_datasets_read_tfds_celeb_a_images_at_each_models_size():
 
 
 def test_the_vae_serves_sample_and_decode_over_grpc(tmp_path):
-    """The server warms every signature up with zero inputs, so sample(n=0) must work too."""
+    """The server warms every signature up with zero inputs, so sample(n=0) must work too. The
+    served decode equals the model's; each served sample is the decode of a code: the flow maps
+    it back to a latent whose d − k padding coordinates are zero."""
     from zoo.export import export_model
     from zoo.serving import client
     from zoo.serving.testing import ServerProcess
 
-    path = export_model(zoo.load("inn_vae_mnist", k=8, **TINY), tmp_path)
+    model = zoo.load("inn_vae_mnist", k=8, **TINY)
+    _randomize_last_layers(model)
+    path = export_model(model, tmp_path)
+    codes = np.random.default_rng(1).normal(size=(2, 8)).astype(np.float32)
     with ServerProcess(
         "--model_name", "inn_vae_mnist", "--model_base_path", str(path.parent), rest=False
     ) as s:
         images = client.predict(
             s.target, "inn_vae_mnist", {"n": np.array(3, np.int32)}, signature="sample"
-        )
-        decoded = client.predict(
-            s.target, "inn_vae_mnist", {"code": np.zeros((2, 8), np.float32)}, signature="decode"
-        )
-    assert images["images"].shape == (3, 28, 28, 1)
-    assert decoded["images"].shape == (2, 28, 28, 1)
+        )["images"]
+        decoded = client.predict(s.target, "inn_vae_mnist", {"code": codes}, signature="decode")[
+            "images"
+        ]
+        empty = client.predict(
+            s.target, "inn_vae_mnist", {"n": np.array(0, np.int32)}, signature="sample"
+        )["images"]
+    assert images.shape == (3, 28, 28, 1) and empty.shape == (0, 28, 28, 1)
+    np.testing.assert_allclose(decoded, model.decode(codes).numpy(), atol=1e-5)
+    z = model.flow(images, training=False).numpy()
+    assert np.abs(z[:, 8:]).max() < 1e-3  # a decoded code: the padding comes back as zeros
+    assert z[:, :8].std() > 0.3 and np.abs(images[0] - images[1]).max() > 1e-3  # drawn, distinct
