@@ -135,7 +135,8 @@ def robustness_checks(measured: dict) -> dict:
         "abs_over_cnn_l2_every_attack": every_ratio,
         "abs_at_least_1.5x_cnn_l2_paper_protocol": protocol >= 1.5 and transfer_ratio >= 1.5,
         # None where the Danskin-gradient attacks did not run (--quick)
-        "abs_at_least_1.5x_cnn_l2_every_attack": None if every_ratio is None
+        "abs_at_least_1.5x_cnn_l2_every_attack": None
+        if every_ratio is None
         else every_ratio >= 1.5,
         "abs_and_binary_abs_beat_cnn_in_l0_same_attacks": all(
             _num(measured[m]["median_l0"]) > _num(cnn["median_l0"])
