@@ -4,7 +4,8 @@
 - ``zoo.serving.core``: loaded versions, the version manager (policies, polling, warm-up,
   draining unloads) and request batching;
 - ``zoo.serving.grpc_service``: PredictionService and ModelService on the official stubs;
-- ``zoo.serving.rest``: TF Serving's REST API;
+- ``zoo.serving.rest``: TF Serving's REST API, on aiohttp on the same asyncio loop;
+- ``zoo.serving.json_tensor``: TF Serving's JSON <-> tensor codec (``json_tensor.cc``);
 - ``zoo.serving.client``: ``predict`` / ``metadata`` / ``status`` on the official stubs.
 """
 

@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -34,34 +35,86 @@ log = logging.getLogger("zoo.serving")
 
 __all__ = [
     "ServingError",
+    "ServingLimits",
     "BatchingOptions",
     "ModelEntry",
     "Servable",
     "ModelManager",
     "ModelExecutor",
     "check_model_name",
+    "shown",
+    "bounded_message",
 ]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_MAX_NAME_CHARS = 255  # a directory name, as the model's base path holds it
 DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_MAX_REQUEST_ELEMENTS = 1 << 24  # 16,777,216 values: 64 MiB of float32
 
 
 class ServingError(Exception):
-    """A request error with the gRPC status code it maps to."""
+    """A request error with the gRPC status code it maps to.
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    ``http_status`` overrides the REST status TF Serving's table gives ``code`` (413 for a
+    request over a size limit, which gRPC reports as RESOURCE_EXHAUSTED).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http_status = http_status
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """Per-request limits both protocols apply before any tensor is built."""
+
+    max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
+
+    def check_elements(self, elements: int) -> None:
+        if elements > self.max_request_elements:
+            raise too_large(
+                f"The request holds {elements} tensor elements, more than this server's limit "
+                f"of {self.max_request_elements} (--max_request_elements)"
+            )
+
+
+def too_large(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=413)
+
+
+def shown(text, limit: int = 64) -> str:
+    """``repr(text)`` cut to about ``limit`` characters, for echoing a caller's string in an
+    error: a 10,000-character name must not make the error itself too large to deliver."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def bounded_message(text: str, max_bytes: int = 2048) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8. gRPC sends the message percent-encoded in
+    a trailer, and a client refuses trailers above 8 KiB (``grpc.max_metadata_size``), which
+    would hide the real status behind RESOURCE_EXHAUSTED."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes - 40].decode("utf-8", "ignore") + f"... ({len(data)} bytes in all)"
 
 
 def check_model_name(name: str) -> str:
-    """Refuse names that could reach outside a base path (``../x``, ``a/b``, empty)."""
-    if not name or not _NAME_RE.match(name) or ".." in name:
+    """Refuse names that could reach outside a base path (``../x``, ``a/b``, empty, a newline)."""
+    if (
+        not name
+        or len(name) > _MAX_NAME_CHARS
+        or not _NAME_RE.fullmatch(name)  # not match(): "$" would accept a trailing newline
+        or ".." in name
+    ):
         raise ServingError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"Invalid model name {name!r}: a model name may only hold letters, digits, '_', '-' "
-            f"and '.' (no path characters)",
+            f"Invalid model name {shown(name)}: a model name is 1 to {_MAX_NAME_CHARS} letters, "
+            f"digits, '_', '-' and '.' (no path characters, no whitespace)",
         )
     return name
 
@@ -209,6 +262,10 @@ class Servable:
             }
             for sig, specs in self._inputs.items()
         }
+        self._dtype_enums = {
+            sig: {k: s.dtype.as_datatype_enum for k, s in specs.items()}
+            for sig, specs in self._inputs.items()
+        }
         self._signature_defs = _read_signature_defs(self.path)
         self._loop, self._executor = loop, executor
         self._batchers: dict[str, _Batcher] = {}
@@ -234,9 +291,19 @@ class Servable:
         if signature not in self._fns:
             raise ServingError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"Serving signature name: {signature!r} not found in signature def; "
+                f"Serving signature name: {shown(signature)} not found in signature def; "
                 f"{self.name} version {self.version} has {self.signature_names()}",
             )
+
+    def fast_specs(self, signature: str) -> dict[str, tuple[np.dtype | None, list | None]]:
+        """Per input: (numpy dtype, or None for DT_STRING; dims with None for unknown, or None
+        for an unknown rank). Cheap to call per request, unlike the TensorSpecs."""
+        self._check_signature(signature)
+        return self._fast_specs[signature]
+
+    def takes_serialized(self, signature: str) -> bool:
+        """Whether every input is DT_STRING: serialized data (tf.Example) the model parses."""
+        return all(dtype is None for dtype, _ in self.fast_specs(signature).values())
 
     def input_specs(self, signature: str) -> dict[str, tf.TensorSpec]:
         self._check_signature(signature)
@@ -250,25 +317,42 @@ class Servable:
         return dict(self._signature_defs)
 
     # -- calls ------------------------------------------------------------------------------------
+    def check_keys(self, signature: str, keys) -> None:
+        """INVALID_ARGUMENT unless ``keys`` are exactly the signature's input names."""
+        self._check_signature(signature)
+        specs = self._inputs[signature]
+        keys = set(keys)
+        if keys == specs.keys():
+            return
+        expected = ", ".join(f"{k}: {_spec_str(s)}" for k, s in sorted(specs.items()))
+        missing, extra = sorted(set(specs) - keys), sorted(keys - set(specs))
+        listed = ", ".join(shown(k) for k in extra[:5]) + (", ..." if len(extra) > 5 else "")
+        what = "; ".join(
+            p
+            for p in (
+                f"missing {missing}" if missing else "",
+                f"unexpected [{listed}]" if extra else "",
+            )
+            if p
+        )
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Input keys of signature {signature!r} do not match: {what}. Expected inputs: "
+            f"{expected}",
+        )
+
+    def input_spec_text(self, signature: str, key: str) -> str:
+        """``TensorSpec(shape=(None, 4), dtype=float32)``, as errors name an input's spec."""
+        return _spec_str(self._inputs[signature][key])
+
+    def input_dtype_enums(self, signature: str) -> dict[str, int]:
+        """The DataType enum (``types_pb2``) of every input, as a TensorProto names it."""
+        return self._dtype_enums[signature]
+
     def _validate(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_signature(signature)
         specs = self._inputs[signature]
-        if specs.keys() != inputs.keys():
-            expected = ", ".join(f"{k}: {_spec_str(s)}" for k, s in sorted(specs.items()))
-            missing, extra = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
-            what = "; ".join(
-                p
-                for p in (
-                    f"missing {missing}" if missing else "",
-                    f"unexpected {extra}" if extra else "",
-                )
-                if p
-            )
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Input keys of signature {signature!r} do not match: {what}. Expected inputs: "
-                f"{expected}",
-            )
+        self.check_keys(signature, inputs.keys())
         out = {}
         rows = set()
         for key, spec in specs.items():
@@ -303,16 +387,52 @@ class Servable:
             )
         return out
 
+    def _empty_answer(self, signature: str, inputs: dict[str, np.ndarray]):
+        """The outputs of a request of 0 rows, for a signature whose inputs and outputs are all
+        batched and whose other output dimensions are known; None otherwise. Such a request is
+        answered without calling the model: some kernels fail on empty batches (oneDNN's
+        convolution followed by a batch norm does), and the answer is known."""
+        if not any(v.ndim and v.shape[0] == 0 for v in inputs.values()):
+            return None
+        if not self._batchable(signature):
+            return None
+        out = {}
+        for key, spec in self._outputs[signature].items():
+            dims = spec.shape.as_list()[1:]
+            if any(d is None for d in dims):
+                return None
+            dtype = object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype
+            out[key] = np.zeros([0, *dims], dtype)
+        return out
+
     def _call(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        empty = self._empty_answer(signature, inputs)
+        if empty is not None:
+            return empty
+        failure = None
         try:
             outputs = self._fns[signature](**{k: tf.constant(v) for k, v in inputs.items()})
-        except Exception as e:  # the model itself failed: INTERNAL, for this request only
+        except Exception as e:  # noqa: BLE001 - turned into this request's status below
+            # Only the text leaves this block: the exception's traceback holds the request's
+            # tensors, and a reference cycle through it would keep them alive until the next
+            # full garbage collection (the memory growth of the serving-hardening issue).
             text = " ".join(getattr(e, "message", str(e)).split())  # TF's text spans lines
+            failure = (type(e).__name__, text[:1000], isinstance(e, tf.errors.InvalidArgumentError))
+        if failure is not None:
+            kind, text, invalid = failure
+            # Serialized inputs (tf.Example) are parsed inside the model: a TF
+            # InvalidArgumentError there means the caller's bytes did not parse, which is the
+            # caller's error. A signature of numeric inputs has passed the spec check, so an
+            # error raised inside it is the model's (INTERNAL).
+            code = (
+                grpc.StatusCode.INVALID_ARGUMENT
+                if invalid and self.takes_serialized(signature)
+                else grpc.StatusCode.INTERNAL
+            )
             raise ServingError(
-                grpc.StatusCode.INTERNAL,
-                f"{self.name} version {self.version} failed on {signature!r}: "
-                f"{type(e).__name__}: {text[:1000]}",
-            ) from e
+                code,
+                f"{self.name} version {self.version} failed on {shown(signature)}: {kind}: {text}",
+            )
         return {k: v.numpy() for k, v in outputs.items()}
 
     def _prepare(self, signature, inputs, output_filter):
@@ -321,10 +441,12 @@ class Servable:
         if output_filter:
             unknown = sorted(set(output_filter) - set(self._outputs[signature]))
             if unknown:
+                listed = ", ".join(shown(k) for k in unknown[:5])
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"output_filter names {unknown}, which signature {signature!r} does not "
-                    f"output; it outputs {sorted(self._outputs[signature])}",
+                    f"output_filter names [{listed}{', ...' if len(unknown) > 5 else ''}], which "
+                    f"signature {signature!r} does not output; it outputs "
+                    f"{sorted(self._outputs[signature])}",
                 )
         return signature, inputs
 
@@ -405,6 +527,25 @@ def _read_signature_defs(path: str) -> dict:
     return {k: defs[k] for k in defs if not k.startswith("__")}
 
 
+def confine_base_paths(entries: list[ModelEntry], roots: list[Path] | None) -> list[ModelEntry]:
+    """``entries`` with their base paths resolved (symlinks followed); PERMISSION_DENIED for one
+    that is not inside one of ``roots`` (None: anywhere)."""
+    out = []
+    for e in entries:
+        check_model_name(e.name)
+        path = Path(e.base_path).expanduser().resolve()
+        if roots is not None and not any(path == r or r in path.parents for r in roots):
+            raise ServingError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Model {e.name}: base_path {shown(e.base_path, 200)} is outside the directories "
+                f"this server may load models from ({', '.join(map(str, roots))}; "
+                f"--model_base_path_roots)",
+            )
+        out.append(ModelEntry(e.name, str(path), e.policy, e.num_versions, e.versions,
+                              dict(e.labels)))  # fmt: skip
+    return out
+
+
 # -- the manager -----------------------------------------------------------------------------------
 @dataclass
 class ModelEntry:
@@ -443,8 +584,14 @@ class ModelManager:
     """Loads, serves and retires the versions of every configured model."""
 
     def __init__(self, entries: list[ModelEntry], *, poll_wait_seconds: float = 1.0,
-                 batching: BatchingOptions | None = None, loop=None, executor=None):  # fmt: skip
+                 batching: BatchingOptions | None = None, loop=None, executor=None,
+                 base_path_roots: list[str] | None = None):  # fmt: skip
+        """``base_path_roots``: directories every base path of :meth:`reload_config` must lie
+        in (after resolving symlinks); None: no confinement."""
         self._lock = threading.RLock()
+        self.base_path_roots = (
+            None if base_path_roots is None else [Path(r).resolve() for r in base_path_roots]
+        )
         self._entries: dict[str, ModelEntry] = {}
         self._versions: dict[str, dict[int, _Version]] = {}
         self._poll_wait = poll_wait_seconds
@@ -468,6 +615,31 @@ class ModelManager:
             for version in list(self._versions.get(name, {})):
                 self._unload(name, version)
         self.poll()
+
+    def check_base_paths(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+        """``entries`` with resolved base paths; PERMISSION_DENIED for one outside every root."""
+        return confine_base_paths(entries, self.base_path_roots)
+
+    def reload_config(self, entries: list[ModelEntry]) -> None:
+        """HandleReloadConfigRequest: :meth:`set_config`, confined to ``base_path_roots``.
+
+        TF Serving loads whatever a reload names; this server refuses a base path outside its
+        roots, and a config that names no model (which would unload every model)."""
+        if not entries:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "The reload config names no model; it would unload every model this server "
+                f"serves ({', '.join(self.model_names())}). Name at least one model.",
+            )
+        names = [e.name for e in entries]
+        if len(set(names)) != len(names):
+            twice = sorted(n for n, count in Counter(names).items() if count > 1)
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "The reload config names a model more than once: "
+                + ", ".join(shown(n) for n in twice[:5]),
+            )
+        self.set_config(self.check_base_paths(entries))
 
     def model_names(self) -> list[str]:
         with self._lock:
@@ -610,7 +782,7 @@ class ModelManager:
                 if label not in entry.labels:
                     raise ServingError(
                         grpc.StatusCode.NOT_FOUND,
-                        f"Unrecognized servable version label: {label}; {name} has labels "
+                        f"Unrecognized servable version label: {shown(label)}; {name} has labels "
                         f"{sorted(entry.labels)}",
                     )
                 version = entry.labels[label]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import resource
 import signal
 import sys
 import threading
@@ -22,6 +23,16 @@ __all__ = ["main", "build_parser", "parse_model_config", "parse_batching_paramet
 
 log = logging.getLogger("zoo.serving")
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+DEFAULT_REST_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_REQUEST_ELEMENTS = 1 << 24
+
+
+def _default_max_connections() -> int:
+    """1000, or fewer where the file descriptor limit would not hold that many per protocol."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1000
+    return max(16, min(1000, (soft - 128) // 2))
 
 
 def _bool(text: str) -> bool:
@@ -56,8 +67,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc_max_message_bytes",
         type=int,
         default=DEFAULT_MAX_MESSAGE_BYTES,
-        help="largest gRPC request/response, and REST body (default 256 MiB)",
+        help="largest gRPC request/response (default 256 MiB)",
     )
+    limits = p.add_argument_group("request limits")
+    limits.add_argument(
+        "--rest_api_max_body_bytes", type=int, default=None,
+        help=f"largest REST request body; larger is refused with 413 (default "
+        f"{DEFAULT_REST_MAX_BODY_BYTES >> 20} MiB, or --grpc_max_message_bytes if smaller)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--max_request_elements", type=int, default=DEFAULT_MAX_REQUEST_ELEMENTS,
+        help="most tensor elements in one request, all inputs together, over either protocol "
+        f"(default {DEFAULT_MAX_REQUEST_ELEMENTS:,}: 64 MiB of float32)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--rest_api_timeout_in_ms", type=int, default=30000,
+        help="TF Serving's: the longest a REST call may take once its headers are in: reading "
+        "the body (408 past it), then computing the answer (504) (default 30000)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--rest_api_header_timeout_in_ms", type=int, default=5000,
+        help="the longest wait for a REST request's headers, from the connection's start or the "
+        "previous answer; an idle keep-alive connection is closed after it too (default 5000)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--max_connections", type=int, default=None,
+        help="most open connections per protocol; past it a REST connection is answered 503, a "
+        "gRPC one refused (default 1000, fewer under a low open-files limit)",
+    )  # fmt: skip
+    p.add_argument(
+        "--model_base_path_roots", default=None,
+        help="comma-separated directories that every base path of a HandleReloadConfigRequest "
+        "(and of the start-up config) must lie in; default: the parent directory of each "
+        "base path configured at start-up",
+    )  # fmt: skip
+    p.add_argument(
+        "--grpc_channel_arguments", default="",
+        help="TF Serving's: comma-separated gRPC server arguments, e.g. "
+        "grpc.max_connection_age_ms=2000",
+    )  # fmt: skip
+    p.add_argument("--rest_api_num_threads", type=int, default=0,
+                   help="accepted for compatibility (REST runs on the server's event loop)")  # fmt: skip
     p.add_argument("--grpc_max_threads", type=int, default=16)
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
                    help="threads within one op (0: TensorFlow's default, one per core)")  # fmt: skip
@@ -122,12 +172,34 @@ def parse_batching_parameters(text: str):
     return BatchingOptions(**values)
 
 
-class Server:
-    """The gRPC (``grpc.aio``) and REST servers over one model manager.
+def parse_grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """TF Serving's ``--grpc_channel_arguments``: ``key=value,...``, integers as integers."""
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments takes key=value pairs, got {item!r}")
+        try:
+            out.append((key, int(value)))
+        except ValueError:
+            out.append((key, value))
+    return out
 
-    One asyncio loop, in its own thread, runs the gRPC services and the batchers; model calls run
-    on an executor of ``--grpc_max_threads`` threads. REST requests, served by threads, join the
-    same loop, so both protocols share batches.
+
+def base_path_roots(args, entries) -> list[str]:
+    """Where HandleReloadConfigRequest may load models from (``--model_base_path_roots``, or the
+    parent directory of every base path the server starts with)."""
+    if args.model_base_path_roots:
+        return [str(Path(r).expanduser().resolve()) for r in args.model_base_path_roots.split(",")]
+    return sorted({str(Path(e.base_path).expanduser().resolve().parent) for e in entries})
+
+
+class Server:
+    """The gRPC (``grpc.aio``) and REST (aiohttp) servers over one model manager.
+
+    One asyncio loop, in its own thread, runs the gRPC services, the REST server and the
+    batchers, so both protocols share batches; model calls run on an executor of
+    ``--grpc_max_threads`` threads (or inline on the loop for a lone request).
     """
 
     def __init__(self, args):
@@ -135,7 +207,14 @@ class Server:
 
         import grpc
 
-        from zoo.serving.core import BatchingOptions, ModelEntry, ModelExecutor, ModelManager
+        from zoo.serving.core import (
+            BatchingOptions,
+            ModelEntry,
+            ModelExecutor,
+            ModelManager,
+            ServingLimits,
+            confine_base_paths,
+        )
         from zoo.serving.grpc_service import add_services
 
         if args.model_config_file:
@@ -156,6 +235,15 @@ class Server:
                 if getattr(args, k) is not None
             }
             batching = BatchingOptions(**{**batching.__dict__, **overrides})
+        for flag in ("max_request_elements", "rest_api_timeout_in_ms",
+                     "rest_api_header_timeout_in_ms", "grpc_max_message_bytes"):  # fmt: skip
+            if getattr(args, flag) <= 0:
+                raise ValueError(f"--{flag} must be positive, got {getattr(args, flag)}")
+        channel_arguments = parse_grpc_channel_arguments(args.grpc_channel_arguments)
+        max_connections = args.max_connections or _default_max_connections()
+        roots = base_path_roots(args, entries)
+        if args.model_base_path_roots:  # the start-up config keeps to them too
+            confine_base_paths(entries, [Path(r) for r in roots])
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self.loop.run_forever, name="serving-loop", daemon=True
@@ -168,17 +256,23 @@ class Server:
             batching=batching,
             loop=self.loop,
             executor=self.executor,
+            base_path_roots=roots,
         )
+        limits = ServingLimits(max_request_elements=args.max_request_elements)
         limit = args.grpc_max_message_bytes
+        header_ms = args.rest_api_header_timeout_in_ms
 
         async def make_grpc_server():
             server = grpc.aio.server(
                 options=[
                     ("grpc.max_send_message_length", limit),
                     ("grpc.max_receive_message_length", limit),
+                    ("grpc.max_allowed_incoming_connections", max_connections),
+                    ("grpc.server_handshake_timeout_ms", header_ms),
+                    *channel_arguments,
                 ]
             )
-            add_services(server, self.manager, config_to_entries)
+            add_services(server, self.manager, config_to_entries, limits)
             return server, server.add_insecure_port(f"{args.host}:{args.port}")
 
         self.grpc, self.grpc_port = self._on_loop(make_grpc_server())
@@ -186,11 +280,31 @@ class Server:
             raise OSError(f"cannot bind gRPC to {args.host}:{args.port}")
         self.rest = None
         if args.rest_api_port:
-            from zoo.serving.rest import RestServer
+            from zoo.serving.rest import RestLimits, RestServer
 
+            body = args.rest_api_max_body_bytes or min(DEFAULT_REST_MAX_BODY_BYTES, limit)
             self.rest = RestServer(
-                self.manager, args.host, args.rest_api_port, max_body_bytes=limit
+                self.manager,
+                args.host,
+                args.rest_api_port,
+                loop=self.loop,
+                limits=RestLimits(
+                    max_body_bytes=body,
+                    header_timeout=header_ms / 1000,
+                    request_timeout=args.rest_api_timeout_in_ms / 1000,
+                    max_connections=max_connections,
+                    max_request_elements=args.max_request_elements,
+                ),
             )
+        self.limits = {
+            "grpc_max_message_bytes": limit,
+            "rest_api_max_body_bytes": body if self.rest else None,
+            "max_request_elements": args.max_request_elements,
+            "rest_api_timeout_in_ms": args.rest_api_timeout_in_ms,
+            "rest_api_header_timeout_in_ms": header_ms,
+            "max_connections": max_connections,
+            "model_base_path_roots": roots,
+        }
         self.host = args.host
         self.drain_seconds = args.drain_seconds
         self._stopped = threading.Event()
@@ -203,6 +317,7 @@ class Server:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def start(self) -> None:
+        log.info("limits: %s", ", ".join(f"{k}={v}" for k, v in self.limits.items()))
         self.manager.start()
         self._on_loop(self.grpc.start())
         print(f"Running gRPC ModelServer at {self.host}:{self.grpc_port} ...", flush=True)
@@ -218,7 +333,7 @@ class Server:
             self._stopping = True
         try:
             if self.rest is not None:
-                self.rest.stop()
+                self.rest.stop(timeout=self.drain_seconds)
             self._on_loop(self.grpc.stop(grace=self.drain_seconds))  # drains in-flight RPCs
             self.manager.stop()
             self.loop.call_soon_threadsafe(self.loop.stop)
@@ -228,6 +343,35 @@ class Server:
 
     def wait(self) -> None:
         self._stopped.wait()
+
+
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+
+
+def fix_malloc_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Pin glibc's mmap threshold (and the heap trim threshold) at ``threshold`` bytes.
+
+    glibc raises its mmap threshold after each large block it frees, up to 32 MiB, so once a big
+    request has come and gone, blocks of a few MB (a request's tensors, its JSON, TensorFlow's
+    scratch buffers for a large batch) come from the heap, and each thread's heap keeps what is
+    freed there. That is what kept the serving-hardening soak's RSS growing round after round;
+    pinned, blocks above ``threshold`` are mapped and given back when freed, and the soak's RSS
+    stays flat. Below 4 MiB, TensorFlow's per-call scratch for a batch-1 convolution (about
+    1 MB) would be mapped and faulted in on every call (+0.3 ms). A user's own
+    ``MALLOC_MMAP_THRESHOLD_`` wins. True if the threshold was set."""
+    import ctypes
+    import os
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+        return bool(
+            libc.mallopt(m_mmap_threshold, threshold) and libc.mallopt(m_trim_threshold, threshold)
+        )
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # After the start-up loads (which allocate and free many large blocks), before traffic.
+    if fix_malloc_mmap_threshold():
+        log.info("malloc: mmap threshold pinned at %d bytes", MMAP_THRESHOLD_BYTES)
     server.start()
     server.wait()  # returns once stop() has drained everything
     return 0
