@@ -375,9 +375,9 @@ def fix_malloc_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.cli_utils import quiet_tensorflow
+    from zoo.cli_utils import announce_runtime, start_cli
 
-    quiet_tensorflow()
+    start_cli("zoo-serve")
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.model_config_file) == bool(args.model_name or args.model_base_path):
@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything runs: TensorFlow fixes its thread pools at first use.
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    announce_runtime("zoo-serve")
     try:
         server = Server(args)
     except (ValueError, OSError) as e:
