@@ -23,6 +23,16 @@ def _zoo_home(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "zoo_home"))
 
 
+@pytest.fixture(autouse=True)
+def _no_global_seed_leaks():
+    """A test that sets TensorFlow's global seed (keras.utils.set_random_seed) must not change
+    what later tests see: a seeded shuffle's order depends on whether a global seed is set, so
+    results would depend on which tests ran first (or on which pytest-xdist worker)."""
+    yield
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].random.set_seed(None)
+
+
 def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 300, cwd=None):
     """Run a repository script (e.g. ``["training/train.py", ...]``) in a fresh interpreter."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}

@@ -17,7 +17,7 @@ def test_list_names_every_experiment_in_order(cli):
     assert names == [
         "abs_robustness", "cnn_digits", "firevnet_ice", "inn_ae_bottleneck", "racecar_mi",
         "racecar_peak",
-        "racecar_two_image", "spheres",
+        "racecar_two_image", "slowvae_sprites", "slowvae_toy", "spheres",
     ]  # fmt: skip
 
 

@@ -16,6 +16,15 @@ Zoo datasets:
 - ``var_u`` and ``var_u_swapped``: the 12-bit task of the racecar paper's mutual-information test
   (3277 train, 819 test) and its task B with the labels exchanged; procedural. See
   :mod:`zoo.data.var_u`.
+- ``sprites`` (and ``sprites/no_rotation``, ``sprites/quarter_rotation``, ``sprites/32x32``,
+  ``sprites/no_rotation_32x32``): procedural dSprites-like images with known factors, labels =
+  factors / (K − 1). See :mod:`zoo.data.sprites`; the factor-grid API is :mod:`zoo.data.factors`.
+- ``dsprites``, ``shapes3d``, ``smallnorb``: the TFDS datasets as factor datasets (their label
+  fields index the grid). See :mod:`zoo.data.tfds_factors`.
+- ``NAME/lap``, ``NAME/uni`` for each factor dataset: pairs of images for the SlowVAE family
+  (``(pair (2, H, W, C), labels (2, D))``). See :mod:`zoo.data.pairs`.
+- ``laplace_transitions``: SlowVAE's theory check, 200-D mixtures of 20-D latents with Laplace
+  transitions, as pairs; procedural. ``kitti_masks``: KITTI Masks pairs from ``--data-dir``.
 
 Any other name goes to ``tfds.load``.
 """
@@ -27,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from zoo.data import mnist_files
+from zoo.data import kitti_masks, mnist_files, sprites, tfds_factors  # noqa: F401  (register)
 from zoo.data.core import (
     DatasetSpec,
     check_dataset_name,
@@ -116,6 +125,19 @@ def _var_u_swapped(split, data_dir, num_examples, seed, download):
     from zoo.data.var_u import var_u_arrays
 
     return var_u_arrays(split, num_examples=num_examples, swapped=True)
+
+
+@register_dataset(
+    "laplace_transitions",
+    splits=("train", "test"),
+    description="SlowVAE App. B toy: pairs of 200-D MLP mixtures of 20-D latents with Laplace "
+    "transitions (x (2, 200), latents (2, 20)); 40,000 train, 5,000 test; offline, seeded",
+    procedural=True,
+)
+def _laplace_transitions(split, data_dir, num_examples, seed, download):
+    from zoo.data.laplace_transitions import laplace_transition_arrays
+
+    return laplace_transition_arrays(split, num_examples=num_examples, seed=seed)
 
 
 @register_dataset(

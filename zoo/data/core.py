@@ -33,13 +33,29 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
+class LazyExamples:
+    """Examples generated on demand, for datasets too large to hold decoded (a factor grid).
+
+    A source may return this instead of arrays. ``keys`` (numpy, one row per example: e.g. the
+    factor-grid indices of images, or of pairs) are sliced, shuffled, repeated and batched like
+    arrays; ``decode(keys) -> (features, labels)`` then runs on each batch (or on each example
+    when unbatched), so only the batches in flight are ever decoded and nothing large is cached.
+    ``decode`` is a TensorFlow function of a tensor of keys with any leading shape.
+    """
+
+    keys: np.ndarray
+    decode: Callable
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A zoo dataset.
 
     Attributes:
         name: registered name.
         source: ``source(split, data_dir, num_examples, seed, download) -> (x, y)`` numpy arrays
-            (x float32 in [0, 1], channels last; y int64) or an unbatched ``tf.data.Dataset``.
+            (x float32 in [0, 1], channels last; y int64), an unbatched ``tf.data.Dataset``, or
+            :class:`LazyExamples` (keys decoded batch by batch).
         splits: the split names it has.
         description: one line for listings.
         procedural: generated in-process; needs no files and no network.
@@ -262,9 +278,16 @@ def load(
     else:
         check_dataset_name(name)
         data = tfds_source(name, split, data_dir, download)
+    lazy = data if isinstance(data, LazyExamples) else None
+    if lazy is not None and class_balanced:
+        raise DatasetError(f"class_balanced batches are not available for {name!r}")
     if class_balanced:
         return _class_balanced(data, num_examples, batch_size, repeat, seed)
-    if isinstance(data, tuple):
+    if lazy is not None:
+        keys = lazy.keys if num_examples is None else lazy.keys[:num_examples]
+        size = len(keys)
+        ds = tf.data.Dataset.from_tensor_slices(keys)
+    elif isinstance(data, tuple):
         x, y = data
         if num_examples is not None:
             x, y = x[:num_examples], y[:num_examples]
@@ -284,6 +307,8 @@ def load(
         ds = ds.repeat()
     if batch_size is not None:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if lazy is not None:
+        ds = ds.map(lazy.decode, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

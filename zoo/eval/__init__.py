@@ -12,8 +12,12 @@
   layer matrix's orientation), subspace energies, principal angles, PCA bases and PNG grids.
 - :mod:`zoo.eval.information`: binned mutual information I(X;T), I(T;Y) over a pattern set and
   the information-plane PNG.
+- :mod:`zoo.eval.disentanglement`: MCC and disentanglement_lib's BetaVAE, FactorVAE, MIG, DCI,
+  Modularity and SAP (×100) for any encoder on any dataset with a factor grid; latent-traversal
+  and factor × latent correlation PNGs.
 """
 
+from zoo.eval import disentanglement  # noqa: F401,E402  (zoo.eval.disentanglement)
 from zoo.eval.attacks import (
     Predictor,
     binary_postprocess,

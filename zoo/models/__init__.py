@@ -1,6 +1,15 @@
 """Model families. Importing this package registers every model (see ``zoo.registry``)."""
 
-from zoo.models import abs, cnn, firevnet, inn_autoencoder, linear, nearest, racecar  # noqa: F401  (registration side effects)
+from zoo.models import (  # noqa: F401  (registration side effects)
+    abs,
+    cnn,
+    firevnet,
+    inn_autoencoder,
+    linear,
+    nearest,
+    racecar,
+    slowvae,
+)
 from zoo.models.base import (
     ZooClassifier,
     ZooModel,
