@@ -23,6 +23,10 @@ Zoo datasets:
   fields index the grid). See :mod:`zoo.data.tfds_factors`.
 - ``NAME/lap``, ``NAME/uni`` for each factor dataset: pairs of images for the SlowVAE family
   (``(pair (2, H, W, C), labels (2, D))``). See :mod:`zoo.data.pairs`.
+- ``BASE/random``, ``BASE/composition``, ``BASE/interpolation``, ``BASE/extrapolation`` for
+  ``sprites``, ``sprites/no_rotation``, ``sprites/quarter_rotation``, ``dsprites``, ``shapes3d``,
+  and ``mpi3d/VARIANT`` from the authors' npz files: the in-domain generalization benchmark's
+  splits. See :mod:`zoo.data.generalization`.
 - ``laplace_transitions``: SlowVAE's theory check, 200-D mixtures of 20-D latents with Laplace
   transitions, as pairs; procedural. ``kitti_masks``: KITTI Masks pairs from ``--data-dir``.
 
@@ -183,3 +187,7 @@ def _mnist(split, data_dir: Path | None, num_examples, seed, download):
         else ""
     )
     return tfds_source("mnist", split, data_dir, download, alternative="digits", extra_hint=hint)
+
+
+# The benchmark's splits are registered over the factor datasets above, so they come last.
+from zoo.data import generalization  # noqa: E402,F401

@@ -15,9 +15,11 @@
 - :mod:`zoo.eval.disentanglement`: MCC and disentanglement_lib's BetaVAE, FactorVAE, MIG, DCI,
   Modularity and SAP (×100) for any encoder on any dataset with a factor grid; latent-traversal
   and factor × latent correlation PNGs.
+- :mod:`zoo.eval.generalization`: the in-domain generalization benchmark's :class:`RSquared`
+  (full-grid variance), single-OOD-factor OOD/ID R², the ratio r, and ``evaluate_model``.
 """
 
-from zoo.eval import disentanglement  # noqa: F401,E402  (zoo.eval.disentanglement)
+from zoo.eval import disentanglement, generalization  # noqa: F401  (zoo.eval.<module>)
 from zoo.eval.attacks import (
     Predictor,
     binary_postprocess,
@@ -29,6 +31,7 @@ from zoo.eval.attacks import (
     transfer,
 )
 from zoo.eval.bounds import lower_bound_from_fits, lower_bound_l2
+from zoo.eval.generalization import RSquared
 from zoo.eval.information import binned_mutual_information, plot_information_plane
 from zoo.eval.metamers import (
     metamer_grid,
@@ -88,4 +91,5 @@ __all__ = [
     "save_vector_images",
     "binned_mutual_information",
     "plot_information_plane",
+    "RSquared",
 ]

@@ -4,6 +4,7 @@ from zoo.models import (  # noqa: F401  (registration side effects)
     abs,
     cnn,
     firevnet,
+    generalization,
     inn_autoencoder,
     linear,
     nearest,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Experiment", "register_experiment", "list_experiments", "get_experiment", "timed_train"]
+__all__ = ["Experiment", "register_experiment", "list_experiments", "get_experiment", "timed_train",
+           "experiment_options"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,35 @@ def get_experiment(name: str) -> Experiment:
 
 
 def run(name: str, *, quick: bool = False, data_dir: str | None = None,
-        output: str | Path | None = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Run experiment ``name`` and write ``result.json`` to ``output``; returns the result."""
+        output: str | Path | None = None, seed: int = 0, **options: Any) -> dict[str, Any]:  # fmt: skip
+    """Run experiment ``name`` and write ``result.json`` to ``output``; returns the result.
+
+    ``options`` (e.g. ``dataset``, ``models``) go to experiments that take them; None is
+    left out."""
     import json
 
     experiment = get_experiment(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - set(experiment_options(name)))
+    if unknown:
+        from zoo.training import UsageError
+
+        raise UsageError(f"experiment {name!r} takes no option(s) {', '.join(unknown)}")
     output = Path(output) if output else Path("repro_runs") / name
     output.mkdir(parents=True, exist_ok=True)
-    result = experiment.fn(quick=quick, data_dir=data_dir, output=output, seed=seed)
+    result = experiment.fn(quick=quick, data_dir=data_dir, output=output, seed=seed, **options)
     result = {"experiment": name, "claim": experiment.claim, **result}
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def experiment_options(name: str) -> list[str]:
+    """The extra keyword options experiment ``name`` takes (beyond quick, data_dir, output,
+    seed), such as ``dataset`` and ``models``."""
+    import inspect
+
+    params = inspect.signature(get_experiment(name).fn).parameters
+    return [p for p in params if p not in ("quick", "data_dir", "output", "seed")]
 
 
 def timed_train(**config: Any):

@@ -12,6 +12,7 @@ from zoo.cli_utils import announce_runtime, start_cli
 def main(argv: list[str] | None = None) -> int:
     start_cli("zoo.repro")
     from zoo import repro
+    from zoo.training import UsageError
 
     p = argparse.ArgumentParser(
         prog="python -m zoo.repro", description=repro.__doc__.split("\n")[0]
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="where real datasets live (else procedural data is used)")
     p.add_argument("--output", help="where result.json and plots go (default repro_runs/NAME)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", help="for experiments that take one (e.g. generalization)")
+    p.add_argument("--models", help="comma-separated models, for experiments that take them")
     args = p.parse_args(argv)
     if args.list:
         for e in repro.list_experiments():
@@ -34,10 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         repro.get_experiment(args.name)
     except KeyError as e:
         p.error(str(e.args[0]))
+    options = {"dataset": args.dataset, "models": args.models}
+    for key, value in options.items():
+        if value is not None and key not in repro.experiment_options(args.name):
+            p.error(f"experiment {args.name!r} takes no --{key}")
     announce_runtime("zoo.repro")
-    result = repro.run(
-        args.name, quick=args.quick, data_dir=args.data_dir, output=args.output, seed=args.seed
-    )
+    try:
+        result = repro.run(
+            args.name, quick=args.quick, data_dir=args.data_dir, output=args.output,
+            seed=args.seed, **options,
+        )  # fmt: skip
+    except UsageError as e:  # e.g. a --dataset or --models value the experiment refuses
+        p.error(str(e))
     print(json.dumps(result))
     return 0
 

@@ -71,5 +71,12 @@ def cnn_digits(quick: bool, data_dir: str | None, output: Path, seed: int) -> di
 
 # Each module registers its experiments: abs_robustness; spheres and firevnet_ice;
 # racecar_two_image, racecar_peak and racecar_mi; inn_ae_bottleneck; slowvae_toy and
-# slowvae_sprites.
-from zoo.repro import abs_robustness, firevnet, inn_autoencoder, racecar, slowvae  # noqa: E402,F401
+# slowvae_sprites; generalization.
+from zoo.repro import (  # noqa: E402,F401
+    abs_robustness,
+    firevnet,
+    generalization,
+    inn_autoencoder,
+    racecar,
+    slowvae,
+)
