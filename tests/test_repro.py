@@ -15,8 +15,8 @@ def test_list_names_every_experiment_in_order(cli):
     assert proc.returncode == 0, proc.stderr
     names = [line.split()[0] for line in proc.stdout.strip().splitlines()]
     assert names == [
-        "abs_robustness", "cnn_digits", "firevnet_ice", "generalization", "inn_ae_bottleneck",
-        "racecar_mi",
+        "abs_robustness", "cnn_digits", "feature_alignment", "firevnet_ice", "generalization",
+        "inn_ae_bottleneck", "racecar_mi",
         "racecar_peak",
         "racecar_two_image", "slowvae_sprites", "slowvae_toy", "spheres",
     ]  # fmt: skip

@@ -164,6 +164,18 @@ def _celeba_156x128(split, data_dir, num_examples, seed, download):
     return ds.map(lambda x, y: (tf.image.crop_to_bounding_box(x, 31, 25, 156, 128), y))
 
 
+@register_dataset(
+    "celeba_64x64",
+    splits=("train", "validation", "test"),
+    description="CelebA faces via TFDS celeb_a, the central 178x178 square resized to 64x64x3 "
+    "(feature alignment's CelebA input, 001_4315bda1330034cd.txt §5.2)",
+)
+def _celeba_64x64(split, data_dir, num_examples, seed, download):
+    ds = tfds_source("celeb_a", split, data_dir, download, image_key="image")
+    square = lambda x: tf.image.crop_to_bounding_box(x, 20, 0, 178, 178)  # noqa: E731
+    return ds.map(lambda x, y: (tf.image.resize(square(x), (64, 64), antialias=True), y))
+
+
 def _as_float_images(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / 255.0)[..., None]
 

@@ -12,6 +12,8 @@
   layer matrix's orientation), subspace energies, principal angles, PCA bases and PNG grids.
 - :mod:`zoo.eval.information`: binned mutual information I(X;T), I(T;Y) over a pattern set and
   the information-plane PNG.
+- :mod:`zoo.eval.fid`: the Fréchet distance between feature statistics (FID), Inception-V3
+  features from a local weights file, and a zoo classifier's penultimate layer (proxy FID).
 - :mod:`zoo.eval.disentanglement`: MCC and disentanglement_lib's BetaVAE, FactorVAE, MIG, DCI,
   Modularity and SAP (×100) for any encoder on any dataset with a factor grid; latent-traversal
   and factor × latent correlation PNGs.
@@ -31,6 +33,13 @@ from zoo.eval.attacks import (
     transfer,
 )
 from zoo.eval.bounds import lower_bound_from_fits, lower_bound_l2
+from zoo.eval.fid import (
+    classifier_features,
+    fid,
+    fid_from_features,
+    frechet_distance,
+    inception_v3_features,
+)
 from zoo.eval.generalization import RSquared
 from zoo.eval.information import binned_mutual_information, plot_information_plane
 from zoo.eval.metamers import (
@@ -92,4 +101,9 @@ __all__ = [
     "binned_mutual_information",
     "plot_information_plane",
     "RSquared",
+    "frechet_distance",
+    "fid_from_features",
+    "fid",
+    "inception_v3_features",
+    "classifier_features",
 ]

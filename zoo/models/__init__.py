@@ -3,6 +3,7 @@
 from zoo.models import (  # noqa: F401  (registration side effects)
     abs,
     cnn,
+    feature_alignment,
     firevnet,
     generalization,
     inn_autoencoder,
