@@ -53,7 +53,7 @@ def test_list_models_is_sorted_and_the_union_of_its_families():
 
 
 def test_list_models_glob_is_case_insensitive():
-    cnns = ["binary_cnn_mnist", "cnn_mnist", "gen_cnn", "racecar_mnist_cnn"]
+    cnns = ["binary_cnn_mnist", "cnn_mnist", "gen_cnn", "madry_cnn_mnist", "racecar_mnist_cnn"]
     assert zoo.list_models("*CNN*") == cnns
     assert zoo.list_models("*cnn*") == cnns
     assert zoo.list_models("CNN_*") == ["cnn_mnist"]  # a glob, not a substring search

@@ -16,7 +16,7 @@ def test_list_names_every_experiment_in_order(cli):
     names = [line.split()[0] for line in proc.stdout.strip().splitlines()]
     assert names == [
         "abs_robustness", "cnn_digits", "feature_alignment", "firevnet_ice", "generalization",
-        "inn_ae_bottleneck", "racecar_mi",
+        "inn_ae_bottleneck", "noise_training", "racecar_mi",
         "racecar_peak",
         "racecar_two_image", "slowvae_sprites", "slowvae_toy", "spheres",
     ]  # fmt: skip

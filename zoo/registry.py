@@ -32,6 +32,9 @@ __all__ = [
     "get_spec",
     "list_models",
     "resolve_config",
+    "ObjectiveSpec",
+    "register_objective",
+    "list_objectives",
 ]
 
 
@@ -95,12 +98,83 @@ def building_name(default: str) -> str:
 
 
 def build_model(spec: ModelSpec, config: Mapping[str, Any]) -> Any:
-    """Call ``spec.builder(**config)`` with :func:`building_name` set to ``spec.name``."""
+    """Call ``spec.builder(**config)`` with :func:`building_name` set to ``spec.name``; then wrap
+    the model in every objective the config selects (see :func:`register_objective`)."""
+    objectives = _selected_objectives(spec, config)
+    own = {k: v for k, v in config.items() if k in spec.default_config}
     token = _BUILDING.set(spec.name)
     try:
-        return spec.builder(**config)
+        model = spec.builder(**own)
     finally:
         _BUILDING.reset(token)
+    for objective in objectives:
+        model = objective.wrap(model, **{k: config[k] for k in objective.defaults})
+    return model
+
+
+# -- objectives: training objectives that apply to any model -------------------------------------
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A training objective written once for any model it fits (noise training; later iCE or a
+    reverse-pass term), selected by a config key.
+
+    ``--set KEY=VALUE`` (``zoo.load(name, KEY=VALUE)``) on a model whose own config has no ``KEY``
+    adds the objective's keys (``defaults``) to the model's config and builds
+    ``wrap(model, **objective_config)``: a model that trains the wrapped one with the objective
+    and serves its signatures. ``KEY=None`` (``--set KEY=none``) selects nothing.
+
+    Attributes:
+        key: the selecting config key, e.g. ``"noise"``; also the objective's name.
+        wrap: ``wrap(model, **config) -> model``; raises InvalidConfigError for a model it does
+            not fit.
+        defaults: the objective's config keys, ``key`` included, with their defaults.
+        choices: the values ``key`` takes (for messages).
+        description: one line for listings.
+    """
+
+    key: str
+    wrap: Callable[..., Any]
+    defaults: Mapping[str, Any]
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+
+_OBJECTIVES: dict[str, ObjectiveSpec] = {}
+
+
+def register_objective(
+    key: str,
+    *,
+    defaults: Mapping[str, Any],
+    choices: tuple[str, ...] = (),
+    description: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``wrap(model, **config)`` as the objective selected by ``key``."""
+
+    def decorator(wrap: Callable[..., Any]) -> Callable[..., Any]:
+        if key not in defaults:
+            raise TypeError(f"objective {key!r}: defaults must include the key {key!r} itself")
+        _OBJECTIVES[key] = ObjectiveSpec(
+            key, wrap, MappingProxyType(dict(defaults)), tuple(choices), description
+        )
+        return wrap
+
+    return decorator
+
+
+def list_objectives() -> dict[str, ObjectiveSpec]:
+    """The registered objectives by key."""
+    _ensure_models_imported()
+    return dict(_OBJECTIVES)
+
+
+def _selected_objectives(spec: ModelSpec, config: Mapping[str, Any]) -> list[ObjectiveSpec]:
+    # A model whose own config has the key (a registered noise-training model) owns the objective.
+    return [
+        o
+        for o in _OBJECTIVES.values()
+        if o.key not in spec.default_config and config.get(o.key) is not None
+    ]
 
 
 # Training defaults every model gets unless its registration says otherwise.
@@ -292,12 +366,26 @@ def list_models(pattern: str | None = None, *, family: str | None = None) -> lis
 
 def resolve_config(spec: ModelSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``overrides`` into ``spec.default_config``, refusing keys the config does not have."""
-    unknown = sorted(set(overrides) - set(spec.default_config))
+    selected = _selected_objectives(spec, overrides)
+    added = {k: v for o in selected for k, v in o.defaults.items()}
+    # KEY=None selects no objective: accepted, and left out of the config.
+    off = {o.key for o in _OBJECTIVES.values() if o.key not in spec.default_config}
+    overrides = {k: v for k, v in overrides.items() if not (k in off and v is None)}
+    unknown = sorted(set(overrides) - set(spec.default_config) - set(added))
     if unknown:
         valid = ", ".join(sorted(spec.default_config))
+        hint = "".join(
+            f" {', '.join(repr(k) for k in unknown if k in o.defaults)} belong(s) to the "
+            f"{o.key!r} objective: select it with {o.key}="
+            f"{'|'.join(o.choices) or 'VALUE'} as well."
+            for o in _OBJECTIVES.values()
+            if o.key not in spec.default_config and any(k in o.defaults for k in unknown)
+        )
         raise InvalidConfigError(
-            f"{spec.name} has no config key(s) {', '.join(map(repr, unknown))}. Valid keys: {valid}"
+            f"{spec.name} has no config key(s) {', '.join(map(repr, unknown))}. Valid keys: "
+            f"{valid}{hint}"
         )
     config = dict(spec.default_config)
+    config.update(added)
     config.update(overrides)
     return config

@@ -29,6 +29,9 @@ Zoo datasets:
   splits. See :mod:`zoo.data.generalization`.
 - ``laplace_transitions``: SlowVAE's theory check, 200-D mixtures of 20-D latents with Laplace
   transitions, as pairs; procedural. ``kitti_masks``: KITTI Masks pairs from ``--data-dir``.
+- ``imagenet``: TFDS ``imagenet2012`` (manual download) as 224×224 crops, streamed; and
+  ``zoo.data.imagenet.imagenet_c_folder`` for the released ImageNet-C files.
+  See :mod:`zoo.data.imagenet`.
 
 Any other name goes to ``tfds.load``.
 """
@@ -40,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from zoo.data import kitti_masks, mnist_files, sprites, tfds_factors  # noqa: F401  (register)
+from zoo.data import imagenet, kitti_masks, mnist_files, sprites, tfds_factors  # noqa: F401  (register)
 from zoo.data.core import (
     DatasetSpec,
     check_dataset_name,

@@ -28,6 +28,7 @@ from zoo.data.errors import DatasetError, DatasetNotAvailableError, UnknownDatas
 _PROBE_HOST = ("storage.googleapis.com", 443)
 _PROBE_TIMEOUT_S = 3.0
 _MAX_SHUFFLE_BUFFER = 60_000
+_STREAM_SHUFFLE_BUFFER = 10_000
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -60,6 +61,9 @@ class DatasetSpec:
         description: one line for listings.
         procedural: generated in-process; needs no files and no network.
         alternative: the dataset to suggest when this one is not available offline.
+        streamed: too large to hold in memory (ImageNet): never cached, shuffled through a small
+            buffer (``_STREAM_SHUFFLE_BUFFER``), and the source is re-read every epoch (so
+            random augmentation in it draws anew).
     """
 
     name: str
@@ -68,6 +72,7 @@ class DatasetSpec:
     description: str = ""
     procedural: bool = False
     alternative: str | None = None
+    streamed: bool = False
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
@@ -80,12 +85,13 @@ def register_dataset(
     description: str = "",
     procedural: bool = False,
     alternative: str | None = None,
+    streamed: bool = False,
 ):
     """Decorator registering a source function as the zoo dataset ``name``."""
 
     def decorator(source):
         _DATASETS[name.lower()] = DatasetSpec(
-            name, source, tuple(splits), description, procedural, alternative
+            name, source, tuple(splits), description, procedural, alternative, streamed
         )
         return source
 
@@ -296,12 +302,14 @@ def load(
     else:
         ds = data.take(num_examples) if num_examples is not None else data
         size = None
-    if cache and size is None:  # in-memory arrays are cached already
+    streamed = spec is not None and spec.streamed
+    if cache and size is None and not streamed:  # in-memory arrays are cached already
         ds = ds.cache()
     if shuffle is None:
         shuffle = split.startswith("train")
     if shuffle:
-        buffer = min(size or _MAX_SHUFFLE_BUFFER, _MAX_SHUFFLE_BUFFER)
+        cap = _STREAM_SHUFFLE_BUFFER if streamed else _MAX_SHUFFLE_BUFFER
+        buffer = min(size or cap, cap)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()

@@ -12,6 +12,10 @@
   layer matrix's orientation), subspace energies, principal angles, PCA bases and PNG grids.
 - :mod:`zoo.eval.information`: binned mutual information I(X;T), I(T;Y) over a pattern set and
   the information-plane PNG.
+- :mod:`zoo.eval.corruptions`: ImageNet-C / MNIST-C corruptions in-graph (``corrupt``), the
+  released TFDS corrupted sets, ``corruption_report`` and mCE against AlexNet.
+- :mod:`zoo.eval.noise`: noise robustness ε* along Gaussian, uniform and adversarially trained
+  generator directions (``epsilon_star``, ``noise_robustness``); DDN L2 is in the attacks.
 - :mod:`zoo.eval.fid`: the Fréchet distance between feature statistics (FID), Inception-V3
   features from a local weights file, and a zoo classifier's penultimate layer (proxy FID).
 - :mod:`zoo.eval.disentanglement`: MCC and disentanglement_lib's BetaVAE, FactorVAE, MIG, DCI,
@@ -25,6 +29,7 @@ from zoo.eval import disentanglement, generalization  # noqa: F401  (zoo.eval.<m
 from zoo.eval.attacks import (
     Predictor,
     binary_postprocess,
+    ddn,
     gaussian_noise,
     latent_descent,
     pgd,
@@ -33,6 +38,7 @@ from zoo.eval.attacks import (
     transfer,
 )
 from zoo.eval.bounds import lower_bound_from_fits, lower_bound_l2
+from zoo.eval.corruptions import corrupt, corruption_names, corruption_report, mce
 from zoo.eval.fid import (
     classifier_features,
     fid,
@@ -59,6 +65,7 @@ from zoo.eval.metrics import (
     robustness_curves,
     summarize,
 )
+from zoo.eval.noise import epsilon_star, noise_robustness, train_adversarial_generator
 from zoo.eval.spectral import (
     kernel_svd,
     max_abs_cosine,
@@ -101,6 +108,14 @@ __all__ = [
     "binned_mutual_information",
     "plot_information_plane",
     "RSquared",
+    "ddn",
+    "corrupt",
+    "corruption_names",
+    "corruption_report",
+    "mce",
+    "epsilon_star",
+    "noise_robustness",
+    "train_adversarial_generator",
     "frechet_distance",
     "fid_from_features",
     "fid",

@@ -9,6 +9,7 @@ from zoo.models import (  # noqa: F401  (registration side effects)
     inn_autoencoder,
     linear,
     nearest,
+    noise_training,
     racecar,
     slowvae,
 )

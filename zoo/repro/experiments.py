@@ -71,13 +71,14 @@ def cnn_digits(quick: bool, data_dir: str | None, output: Path, seed: int) -> di
 
 # Each module registers its experiments: abs_robustness; spheres and firevnet_ice;
 # racecar_two_image, racecar_peak and racecar_mi; inn_ae_bottleneck; slowvae_toy and
-# slowvae_sprites; generalization; feature_alignment.
+# slowvae_sprites; generalization; feature_alignment; noise_training.
 from zoo.repro import (  # noqa: E402,F401
     abs_robustness,
     feature_alignment,
     firevnet,
     generalization,
     inn_autoencoder,
+    noise_training,
     racecar,
     slowvae,
 )
