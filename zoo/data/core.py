@@ -47,6 +47,26 @@ class LazyExamples:
     keys: np.ndarray
     decode: Callable
 
+    def as_dataset(
+        self,
+        batch_size: int | None = None,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        repeat: bool = False,
+        drop_remainder: bool = False,
+    ) -> tf.data.Dataset:
+        """The keys as a ``tf.data.Dataset``, shuffled (through a buffer of at most 2**20 keys),
+        repeated and batched as asked, then decoded batch by batch."""
+        ds = tf.data.Dataset.from_tensor_slices(self.keys)
+        if shuffle:
+            ds = ds.shuffle(min(len(self.keys), 1 << 20), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        if batch_size is not None:
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

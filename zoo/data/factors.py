@@ -337,14 +337,9 @@ class FactorDataset:
         """A ``tf.data.Dataset`` of ``(image, labels)`` over ``indices`` (default: all held),
         shuffled with ``seed`` if asked, rendered batch by batch."""
         lazy = self.lazy_examples(indices)
-        ds = tf.data.Dataset.from_tensor_slices(lazy.keys)
-        if shuffle:
-            ds = ds.shuffle(min(len(lazy.keys), 1 << 20), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        if batch_size is not None:
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        return ds.map(lazy.decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        return lazy.as_dataset(
+            batch_size, shuffle=shuffle, seed=seed, repeat=repeat, drop_remainder=drop_remainder
+        )
 
     def __repr__(self) -> str:
         held = "" if self._available is None else f", {len(self)} held"

@@ -250,11 +250,6 @@ def pair_dataset(
     dataset = as_factor_dataset(dataset, data_dir)
     region = None if indices is None else np.asarray(indices, np.int64)
     lazy = pair_examples(dataset, region, mode=mode, rate=rate, k=k, region=region, seed=seed)
-    ds = tf.data.Dataset.from_tensor_slices(lazy.keys)
-    if shuffle:
-        ds = ds.shuffle(min(len(lazy.keys), 1 << 20), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if batch_size is not None:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.map(lazy.decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return lazy.as_dataset(
+        batch_size, shuffle=shuffle, seed=seed, repeat=repeat, drop_remainder=drop_remainder
+    )
