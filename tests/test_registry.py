@@ -422,7 +422,8 @@ def test_readme_model_table_lists_every_registered_model():
 
 
 def test_console_scripts_point_at_the_clis():
-    """setup.cfg's zoo-train / zoo-export / zoo-serve are the same code as the repo scripts."""
+    """setup.cfg's zoo-train / zoo-export / zoo-serve are the same code as the repo scripts;
+    zoo-port is ``python -m zoo.port``."""
     import configparser
     import importlib
     from pathlib import Path
@@ -434,11 +435,15 @@ def test_console_scripts_point_at_the_clis():
         line.replace(" ", "").split("=")
         for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()
     )
-    assert set(scripts) == {"zoo-train", "zoo-export", "zoo-serve"}
+    assert set(scripts) == {"zoo-train", "zoo-export", "zoo-serve", "zoo-port"}
     for script, target in scripts.items():
         module, func = target.split(":")
         main = getattr(importlib.import_module(module), func)
         assert callable(main), script
+        if script == "zoo-port":  # no repository script: python -m zoo.port
+            source = (root / "zoo" / "port.py").read_text()
+            assert 'if __name__ == "__main__":\n    sys.exit(main())' in source
+            continue
         folder = {"zoo-train": "training", "zoo-export": "export", "zoo-serve": "serving"}[script]
         assert f"from {module} import {func}" in "".join(
             p.read_text() for p in (root / folder).glob("*.py")

@@ -6,8 +6,9 @@ exported with ``keras.export.ExportArchive``; the version is written to a hidden
 directory next to it and renamed into place, so a server polling ``BASE/NAME`` never sees a
 half-written version (TF Serving ignores directories whose names are not integers).
 
-CLI: ``python export/export.py --model NAME [--weights PATH] --base-dir BASE [--version N]``
-(also installed as ``zoo-export``).
+CLI: ``python export/export.py [--model NAME] [--weights PATH] --base-dir BASE [--version N]``
+(also installed as ``zoo-export``). A preset (a ``zoo-train --output`` directory) as ``--weights``
+is rebuilt with its own config, and ``--model`` may then be left out.
 """
 
 from __future__ import annotations
@@ -176,11 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zoo-export",
         description="Export a zoo model as BASE/NAME/VERSION in TF Serving's SavedModel layout.",
     )
-    p.add_argument("--model", required=True, help="registered model name (zoo.list_models())")
+    p.add_argument(
+        "--model",
+        help="registered model name (zoo.list_models()); default: the model of the --weights "
+        "preset",
+    )
     p.add_argument(
         "--weights",
-        help="a manifest tag, a .weights.h5 file, or a zoo-train --output directory "
-        "(default: random initialisation)",
+        help="a manifest tag, a .weights.h5 file, or a preset (a zoo-train --output "
+        "directory), rebuilt with its config (default: random initialisation)",
     )
     p.add_argument("--base-dir", required=True, help="export base directory")
     p.add_argument("--version", type=int, help="version number (default: next free integer)")
@@ -196,29 +201,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     import zoo
+    from zoo import presets
 
+    preset = None
     try:
-        spec = zoo.get_spec(args.model)
+        if args.weights and presets.is_preset(args.weights):
+            preset = presets.read_preset(args.weights)
+        if args.model is None and preset is None:
+            raise ValueError("--model is required unless --weights is a preset")
+        spec = zoo.get_spec(args.model or preset.model)
         overrides = parse_overrides(args.overrides)
         spec.config(**overrides)
+    except zoo.WeightsError as e:
+        print(f"zoo-export: error: {e}", file=sys.stderr)
+        return 1
     except (zoo.UnknownModelError, zoo.InvalidConfigError, ValueError) as e:
         parser.error(str(e))
     metadata: dict[str, Any] = {}
-    if args.weights and Path(args.weights).is_dir():
-        # A zoo-train output directory: carry its metrics and config into model.json.
-        for key, fname in (("metrics", "metrics.json"), ("training", "config.json")):
-            f = Path(args.weights) / fname
-            if f.is_file():
-                metadata[key] = json.loads(f.read_text())
-        if not overrides and "training" in metadata:
-            overrides = metadata["training"].get("config", {})
+    if preset is not None:
+        # Carry the preset's figures, record and provenance into model.json.
+        metadata = {"metrics": preset.metrics, "training": preset.record}
+        if preset.metadata:
+            metadata["preset"] = preset.metadata
     announce_runtime("zoo-export")
     try:
+        # The preset's config is the base; --set changes it (architecture keys are refused).
         model = zoo.load(spec.name, weights=args.weights, **overrides)
         path = export_model(
             model, args.base_dir, name=args.name, version=args.version, metadata=metadata
         )
-    except (zoo.WeightsError, ExportError) as e:
+    except (zoo.WeightsError, zoo.InvalidConfigError, ExportError) as e:
         print(f"zoo-export: error: {e}", file=sys.stderr)
         return 1
     print(f"Exported {spec.name} to {path}")

@@ -16,8 +16,9 @@ inside ``strategy.run`` from a ``tf.function`` works on every strategy, so that 
   metric variables in cross-replica context, which sums their totals and counts exactly;
 - ``--init-from RUN_DIR`` starts from another run's weights (the second phase of a two-phase
   protocol, or a transfer task). For the same model the run's config is the base and ``--set``
-  changes it; weights are copied by name wherever the shapes agree, and the rest (a new head
-  for a different label set) keeps its fresh initialisation and is listed in ``config.json``;
+  changes it; weights are paired by their place in the model (``zoo.presets.load_into``), the
+  model's declared head keeps its fresh initialisation when its shape differs (a different label
+  set), as do weights the run does not have; both are listed in ``config.json``;
 - Keras callbacks are driven through ``keras.callbacks.CallbackList``: progress bar, TensorBoard
   (``logs/``), ``BackupAndRestore`` (``backup/``; a killed run resumes from the last completed
   epoch), ``ModelCheckpoint`` (``checkpoints/``) and a stop on NaN.
@@ -33,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -468,6 +468,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     export_path = None
     if chief:
         (output / "metrics.json").write_text(json.dumps({**metrics, "epoch": epochs}, indent=2))
+        _write_preset_metadata(output, spec, record, metrics)
         _write_history(output, history, timing)
         if cfg.export_dir:
             # Export a plain single-device copy, so the SavedModel holds no distributed variables.
@@ -494,71 +495,42 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _read_init_from(path: str, model_name: str) -> dict[str, Any]:
     """What ``--init-from`` names: ``{"path", "weights", "model", "config"}``.
 
-    Anything ``zoo.load(weights=...)`` accepts: a run directory, whose ``config.json`` gives the
-    model and config; a weights file or manifest tag, taken to be ``model_name``'s with its
-    default config.
+    Anything ``zoo.load(weights=...)`` accepts (read by :func:`zoo.presets.locate`): a preset
+    (a run directory), whose ``config.json`` gives the model and config; a weights file or
+    manifest tag, taken to be ``model_name``'s with its default config.
     """
-    from zoo.weights import WeightsError, resolve
+    from zoo.presets import locate
+    from zoo.weights import WeightsError
 
     try:
-        weights, _ = resolve(model_name, path)
+        source = locate(model_name, path)
     except WeightsError as e:
         raise UsageError(f"--init-from: {e}") from e
-    config_file = Path(path) / "config.json"
-    record = json.loads(config_file.read_text()) if config_file.is_file() else {}
     return {
         "path": str(path),
-        "weights": str(weights),
-        "model": record.get("model", model_name),
-        "config": record.get("config", {}),
+        "weights": str(source.weights),
+        "model": source.model or model_name,
+        "config": source.config,
     }
 
 
 def _initialize_from(model, init: dict[str, Any]) -> dict[str, Any]:
-    """Copy ``init``'s weights into ``model`` wherever a weight of the same name and shape exists
-    (names without the model's own name, so runs of different models can share layers).
+    """Load ``init``'s weights into ``model`` (:func:`zoo.presets.load_into` with
+    ``partial=True``): paired by structural path, so layer names never matter; the model's
+    declared head keeps its fresh initialisation when its shape differs (another label set),
+    as do weights the run does not have (an iCE model's nuisance classifier after a CE run).
 
-    Returns what was done, for ``config.json``; raises UsageError when nothing fits.
+    Returns what was done, for ``config.json``; raises UsageError when the weights do not fit
+    or nothing fits.
     """
-    import zoo
+    from zoo.presets import load_into
     from zoo.weights import WeightsError
 
     try:
-        source = zoo.load(init["model"], weights=init["weights"], **init["config"])
-    except (WeightsError, zoo.InvalidConfigError, zoo.UnknownModelError) as e:
+        report = load_into(model, init["weights"], partial=True)
+    except WeightsError as e:
         raise UsageError(f"--init-from {init['path']}: {e}") from e
-
-    def key(v, owner) -> str:  # a model's own weights are prefixed with its (registered) name
-        prefix = f"{owner.name}/"
-        return v.path[len(prefix) :] if v.path.startswith(prefix) else v.path
-
-    # Keras numbers auto-named layers per process ("conv2d_7"), so the same layer of a model
-    # built later in the same process (as the source here is) has another name. Weights are
-    # paired by name where names agree, then by their place among the weights of the same
-    # un-numbered name and shape, in creation order.
-    available = {key(v, source): v for v in source.weights}
-    pairs = {}
-    for v in model.weights:
-        src = available.pop(key(v, model), None)
-        if src is not None and tuple(src.shape) == tuple(v.shape):
-            pairs[id(v)] = src
-    unmatched: dict[tuple, list] = {}
-    for src in available.values():
-        unmatched.setdefault(_unnumbered(key(src, source), src.shape), []).append(src)
-    for v in model.weights:
-        if id(v) not in pairs:
-            queue = unmatched.get(_unnumbered(key(v, model), v.shape))
-            if queue:
-                pairs[id(v)] = queue.pop(0)
-    copied, fresh = [], []
-    for v in model.weights:
-        src = pairs.get(id(v))
-        if src is not None:
-            v.assign(src.numpy())
-            copied.append(key(v, model))
-        else:
-            fresh.append(key(v, model))
-    if not copied:
+    if not report.copied:
         raise UsageError(
             f"--init-from {init['path']}: none of its weights ({init['model']}) fits "
             f"{model.zoo_name}; names and shapes must agree"
@@ -567,15 +539,20 @@ def _initialize_from(model, init: dict[str, Any]) -> dict[str, Any]:
         "path": init["path"],
         "model": init["model"],
         "config": init["config"],
-        "copied": len(copied),
-        "reinitialized": fresh,
+        "copied": len(report.copied),
+        "reinitialized": report.reinitialized,
+        "head": report.head,
+        "unused": len(report.unused),
     }
 
 
-def _unnumbered(path: str, shape) -> tuple:
-    """A weight's path without Keras' per-process layer numbers ("conv2d_7/kernel" →
-    "conv2d/kernel"), with its shape."""
-    return re.sub(r"_\d+(?=/|$)", "", path), tuple(shape)
+def _write_preset_metadata(output: Path, spec, record: dict[str, Any], metrics) -> None:
+    """``metadata.json``: the run directory is a preset (:mod:`zoo.presets`)."""
+    from zoo.presets import write_metadata
+
+    source = {"kind": "zoo-train", "dataset": record["dataset"], "epochs": record["epochs"],
+              "init_from": (record["init_from"] or {}).get("path")}  # fmt: skip
+    write_metadata(output, model=spec.name, source=source, metrics=metrics, paper=spec.paper)
 
 
 def weights_fingerprint(model) -> str:

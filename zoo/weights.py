@@ -1,10 +1,16 @@
 """Weights: a manifest of published checkpoints, a local cache, and safe loading.
 
 A model's weights are referred to by *tag* (``zoo.load("cnn_mnist", weights="digits")``), by a
-local ``.weights.h5`` / ``.keras`` file, or by a directory holding ``weights.weights.h5`` (what
-``zoo-train`` writes to ``--output``). A tag resolves through the manifest to a file name and its
-sha256. The file is looked for in the cache, ``$ZOO_HOME/weights/<model>/`` (default
-``~/.cache/zoo``), and downloaded there only if the manifest gives a URL and the network answers.
+local ``.weights.h5`` / ``.keras`` file, or by a directory: a preset (``zoo.presets``: what
+``zoo-train`` writes to ``--output``), or any directory holding ``weights.weights.h5``. A tag
+resolves through the manifest to a file name and its sha256. The file is looked for in the cache,
+``$ZOO_HOME/weights/<model>/`` (default ``~/.cache/zoo``), and downloaded there only if the
+manifest gives a URL and the network answers.
+
+Released checkpoints of other frameworks are not redistributed: their manifest entries name the
+source files (with their sha256) and the ``zoo-port`` command that converts them, once, into a
+preset under ``$ZOO_HOME/presets/<model>/<tag>/``; the entry records the converted file's sha256
+too. A tag whose preset is not there yet raises a :class:`WeightsError` that gives the command.
 
 Every file is checked before Keras reads it: size (a truncated download), sha256 when the manifest
 knows it, the HDF5 signature, and finally that each variable fits the architecture. Each failure
@@ -32,6 +38,7 @@ __all__ = [
     "resolve",
     "load_weights",
     "sha256_of",
+    "SourceFile",
 ]
 
 WEIGHTS_FILENAME = "weights.weights.h5"
@@ -45,6 +52,15 @@ class WeightsError(ValueError):
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    """A released file a ported preset is converted from: its name and sha256 (None where the
+    file could not be obtained to hash it)."""
+
+    name: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
     """One published checkpoint of one model.
 
@@ -52,41 +68,83 @@ class WeightsEntry:
         model: registered model name.
         tag: the name users pass as ``weights=``.
         filename: the file's name in the cache.
-        sha256: hex digest the file must have.
+        sha256: hex digest the file must have (None only for a ported preset whose converted
+            file has not been hashed yet; its own ``metadata.json`` is then what is checked).
         url: where to download it from, or None for files that are only distributed by hand.
         size: the file's size in bytes, if known (catches truncated files before hashing).
         description: what the checkpoint is (data, recipe, figures).
+        preset: for a checkpoint ``zoo-port`` converts: the preset directory under
+            ``$ZOO_HOME`` (``presets/<model>/<tag>``); the file is that preset's weights.
+        sources: the released files the preset is converted from, with their sha256.
+        source_url: where the released files are published.
+        port: the ``zoo-port`` command that makes the preset, without ``--output``.
+        content_sha256: :func:`zoo.presets.weights_digest` of the converted file: accepted when
+            the file's bytes differ (another HDF5 library) but every array is the same.
+        license: the weights' license.
+        paper: the paper they reproduce.
     """
 
     model: str
     tag: str
     filename: str
-    sha256: str
+    sha256: str | None
     url: str | None = None
     size: int | None = None
     description: str = ""
+    preset: str | None = None
+    sources: tuple[SourceFile, ...] = ()
+    source_url: str | None = None
+    port: str | None = None
+    content_sha256: str | None = None
+    license: str | None = None
+    paper: str | None = None
 
 
 _MANIFEST: dict[str, dict[str, WeightsEntry]] = {}
+
+
+def _check_sha256(value: str | None, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    text = str(value).lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"sha256 for {what} must be 64 hex digits, got {value!r}")
+    return text
 
 
 def register_weights(
     model: str,
     tag: str,
     *,
-    filename: str,
-    sha256: str,
+    filename: str = WEIGHTS_FILENAME,
+    sha256: str | None,
     url: str | None = None,
     size: int | None = None,
     description: str = "",
+    preset: str | None = None,
+    sources: tuple[SourceFile, ...] = (),
+    source_url: str | None = None,
+    port: str | None = None,
+    content_sha256: str | None = None,
+    license: str | None = None,
+    paper: str | None = None,
 ) -> WeightsEntry:
-    """Add a checkpoint to the manifest. Model families call this next to their builders."""
-    sha256 = sha256.lower()
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise ValueError(f"sha256 for {model}/{tag} must be 64 hex digits, got {sha256!r}")
+    """Add a checkpoint to the manifest. Model families call this next to their builders;
+    ported checkpoints (``preset=``, ``port=``) are registered at the end of this module."""
+    sha256 = _check_sha256(sha256, f"{model}/{tag}", optional=preset is not None)
+    content_sha256 = _check_sha256(content_sha256, f"{model}/{tag} content", optional=True)
+    sources = tuple(
+        SourceFile(s.name, _check_sha256(s.sha256, f"{model}/{tag} source {s.name}", optional=True))
+        for s in sources
+    )
     if not filename.endswith((".weights.h5", ".keras")):
         raise ValueError(f"weights file name must end in .weights.h5 or .keras, got {filename!r}")
-    entry = WeightsEntry(model.lower(), tag, filename, sha256, url, size, description)
+    if preset is not None and filename != WEIGHTS_FILENAME:
+        raise ValueError(f"a preset's weights file is {WEIGHTS_FILENAME}, got {filename!r}")
+    entry = WeightsEntry(
+        model.lower(), tag, filename, sha256, url, size, description, preset, sources,
+        source_url, port, content_sha256, license, paper,
+    )  # fmt: skip
     _MANIFEST.setdefault(model.lower(), {})[tag] = entry
     return entry
 
@@ -130,13 +188,19 @@ def _verify(path: Path, entry: WeightsEntry | None) -> None:
             f"weights file {path} is not an HDF5 file (corrupt, truncated or of another format); "
             f"the zoo reads .weights.h5 and .keras files only"
         )
-    if entry is not None:
+    if entry is not None and entry.sha256 is not None:
         digest = sha256_of(path)
+        if digest != entry.sha256 and entry.content_sha256 is not None:
+            from zoo.presets import weights_digest
+
+            if weights_digest(path) == entry.content_sha256:
+                return  # the same arrays, written by another HDF5 library
         if digest != entry.sha256:
+            again = (f"convert it again: {entry.port} --output {path.parent}" if entry.port
+                     else "delete it and load again")  # fmt: skip
             raise WeightsError(
                 f"sha256 mismatch for weights file {path}: expected {entry.sha256}, got {digest}. "
-                f"The file is corrupt or not the published {entry.model}/{entry.tag}; delete it and "
-                f"load again."
+                f"The file is corrupt or not the published {entry.model}/{entry.tag}; {again}."
             )
 
 
@@ -175,6 +239,12 @@ def resolve(model: str, weights: str | os.PathLike) -> tuple[Path, WeightsEntry 
     text = os.fspath(weights)
     if text in tags:
         entry = tags[text]
+        if entry.preset is not None:
+            path = cache_dir() / entry.preset / WEIGHTS_FILENAME
+            if not path.exists():
+                raise WeightsError(port_instructions(entry))
+            _verify(path, entry)
+            return path, entry
         path = cache_dir() / "weights" / model / entry.filename
         if not path.exists():
             if entry.url is None:
@@ -209,19 +279,90 @@ def resolve(model: str, weights: str | os.PathLike) -> tuple[Path, WeightsEntry 
     return path, None
 
 
+def port_instructions(entry: WeightsEntry) -> str:
+    """The message for a ported tag whose preset is not under ``$ZOO_HOME`` yet: the one
+    ``zoo-port`` command that makes it, and where its source files are published."""
+    target = cache_dir() / entry.preset
+    names = [s.name for s in entry.sources]
+    files = (f"{names[0]} … {names[-1]}" if len(names) > 3 else ", ".join(names)) or "the file"
+    where = f" ({entry.source_url})" if entry.source_url else ""
+    return (
+        f"weights {entry.model}/{entry.tag} are a released checkpoint that the zoo converts "
+        f"rather than redistributes, and there is no converted preset at {target} yet. Convert "
+        f"the released files ({files}{where}) once with:\n"
+        f"    {entry.port} --output {target}\n"
+        f"then load again (zoo-port needs torch to read them: pip install torch)."
+    )
+
+
 def load_weights(model, spec_name: str, weights: str | os.PathLike) -> Path:
-    """Resolve ``weights`` for the registered model ``spec_name`` and load them into ``model``.
+    """Resolve ``weights`` for the registered model ``spec_name`` and load them into the built
+    ``model`` (:func:`zoo.presets.load_into`: weights paired by structural path; a head of
+    another class count is re-initialised, with a warning).
 
     Raises:
         WeightsError: naming the file, if it is missing, corrupt, truncated, or does not fit.
     """
+    from zoo.presets import load_into
+
     path, _ = resolve(spec_name, weights)
-    try:
-        model.load_weights(path)
-    except OSError as e:  # h5py: the HDF5 structure itself is damaged
-        raise WeightsError(f"weights file {path} is truncated or corrupt: {e}") from e
-    except Exception as e:  # Keras raises ValueError/KeyError depending on the mismatch
-        raise WeightsError(
-            f"weights file {path} does not fit {spec_name} as configured: {e}"
-        ) from e
+    load_into(model, path)
     return path
+
+
+# -- the manifest: released checkpoints, converted by zoo-port (never redistributed) -------------
+_ABS_SOURCES = (
+    SourceFile("ABS_0.net", "7e824714475516ff59ceec4b864fd8cd49a3346e12eba3b5bd51ef4dbc3777fc"),
+    SourceFile("ABS_1.net", "84d13bf9f97194c26b68eefbd7cd4db14b8e7532e164c01a15cce7c4f5e015cb"),
+    SourceFile("ABS_2.net", "206904c278bb4255bff6a249586627a29371232d086636abb6f897ae81ef733c"),
+    SourceFile("ABS_3.net", "144cafe539b528de4c8108ba69506839bb29af1603f19e8a62ec64596df4202c"),
+    SourceFile("ABS_4.net", "7e2c626b8b52f5459c384d2d1f266c03ccc5ea8b4450d8078bc819b6b488682f"),
+    SourceFile("ABS_5.net", "41ed13bfc331965e057b4833cd644f9734a8177077e5dd419e490f7c4b5fb583"),
+    SourceFile("ABS_6.net", "f8b8a6e440ee99e0f132b1ffc02794a02b49f19d27eca849e1bfca5206695b13"),
+    SourceFile("ABS_7.net", "02135d7215afa1a1f4bce5f0407249da402674ba0a5559e132b47a28b7937737"),
+    SourceFile("ABS_8.net", "cccd26a1d64ed713dc8812417db57a0e1eb32637a1fd653c59ab606b4aa622a6"),
+    SourceFile("ABS_9.net", "bb45e988ba1e33cdcdf75a25763d15d1fe849f38a5098f5fca5b3741a599f784"),
+)
+_ABS_AUTHORS = dict(
+    # zoo-port's output for the files above (Keras 3.15, h5py 3.14); the same in either oneDNN
+    # mode and on every run. content_sha256 is zoo.presets.weights_digest of it.
+    sha256="e14c4b52b7c6df3992ec458b36926122e83dafd6b013216be3e60a2734dcf41c",
+    content_sha256="0649ecf7822e2a81378422eb6392a38c9a1ce7c824576c59907a5c807313617b",
+    preset="presets/abs_mnist/authors",
+    sources=_ABS_SOURCES,
+    source_url="https://github.com/bethgelab/AnalysisBySynthesis (commit daa5a3d), "
+    "exp/VAE_swarm_MSE/nets",
+    port="zoo-port abs_mnist --from AnalysisBySynthesis/exp/VAE_swarm_MSE/nets",
+    license="Apache-2.0",
+    paper="002_7240b1e8d13f6586.txt",
+)
+register_weights(
+    "abs_mnist",
+    "authors",
+    description="The authors' ten class VAEs (Schott et al. 2019), converted by zoo-port",
+    **_ABS_AUTHORS,
+)
+# Binary ABS is the same ten VAEs (binarised input, per-class γ): the same preset.
+register_weights(
+    "binary_abs_mnist",
+    "authors",
+    description="The authors' ten class VAEs, as Binary ABS (their get_ABS() default)",
+    **_ABS_AUTHORS,
+)
+register_weights(
+    "irevnet301",
+    "authors",
+    description="The authors' ImageNet i-RevNet-301 (bijective, 74.018 % top-1 as they report), "
+    "converted by zoo-port",
+    # Not obtainable here (a 500 MB Google Drive file): neither its sha256 nor the converted
+    # file's is recorded yet. zoo-port records the source's in the preset's metadata.json; put
+    # both here once measured. Until then the preset's own sha256 is what loading checks.
+    sha256=None,
+    preset="presets/irevnet301/authors",
+    sources=(SourceFile("i-revnet-301.pth.tar", None),),
+    source_url="https://drive.google.com/uc?id=1eQtZIpmtVM0-JDv_2nx3xMuGKjA1beLF&export=download "
+    "(linked from github.com/jhjacobsen/pytorch-i-revnet)",
+    port="zoo-port irevnet301 --from i-revnet-301.pth.tar",
+    license="MIT",
+    paper="004_a2e2a3876a23345e.txt",
+)

@@ -193,6 +193,23 @@ class ZooModel(keras.Model):
         trainer adds them; a user of ``model.fit`` passes ``callbacks=model.training_callbacks()``."""
         return []
 
+    # -- pretrained weights -------------------------------------------------------------------
+    def head_layers(self) -> list[keras.layers.Layer]:
+        """The classifier head: the layers whose weights are sized by the number of classes
+        (timm's ``classifier``). Weights of another class count load into everything else and
+        leave these freshly initialised (:func:`zoo.presets.load_into`).
+
+        By default a layer held as ``self.head``, else the head of a wrapped zoo model held as
+        ``self.classifier`` (training objectives), else none: every weight must then fit. A
+        family whose head is elsewhere overrides this."""
+        head = getattr(self, "head", None)
+        if isinstance(head, keras.layers.Layer):
+            return [head]
+        inner = getattr(self, "classifier", None)
+        if isinstance(inner, ZooModel):
+            return inner.head_layers()
+        return []
+
     # -- serving ------------------------------------------------------------------------------
     def serving_signatures(self) -> dict[str, Signature]:
         """Signature name → ``(fn, input_signature[, method_name])``; ``serving_default`` is

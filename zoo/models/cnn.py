@@ -115,6 +115,9 @@ class ConvClassifier(ZooClassifier):
                     x = layer(x)
         return self.flatten(x)
 
+    def head_layers(self):
+        return [self.blocks[-1][0]]  # the last convolution: its filters are the classes
+
     def get_config(self):
         config = super().get_config()
         del config["num_classes"]  # implied by filters[-1]

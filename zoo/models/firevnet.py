@@ -515,6 +515,10 @@ class IRevNet(FlowClassifier):
         h = tf.nn.relu(self.head_bn(features, training=training))
         return self.head_linear(self.head_pool(h))
 
+    def head_layers(self):
+        # The DCT readout's logits are coordinates of the bijection: no weights hold the classes.
+        return [self.head_linear] if self.head == "linear" else []
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -853,10 +857,11 @@ firevnet_mnist_small = register_variant(
 def port_irevnet_state_dict(model: IRevNet, state_dict) -> list[str]:
     """Load the authors' PyTorch i-RevNet weights (jhjacobsen/pytorch-i-revnet) into ``model``.
 
-    ``state_dict`` maps the checkpoint's names to arrays, e.g. for the released i-RevNet-301::
+    ``state_dict`` maps the checkpoint's names to arrays. For the released i-RevNet-301 use
+    ``zoo-port irevnet301 --from i-revnet-301.pth.tar``, which reads the file with
+    ``torch.load(..., weights_only=True)`` only, checks its layout and calls this::
 
-        import torch
-        sd = torch.load("i-revnet-301.pth.tar", map_location="cpu")["state_dict"]
+        sd = zoo.port.read_torch_file("i-revnet-301.pth.tar")["state_dict"]
         port_irevnet_state_dict(zoo.load("irevnet301"), {k: v.numpy() for k, v in sd.items()})
 
     Names are ``[module.]stack.{i}.bottleneck_block.{j}.{weight,bias,running_mean,running_var}``

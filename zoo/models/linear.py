@@ -25,6 +25,9 @@ class LinearClassifier(ZooClassifier):
         check_image_batch(x, self.image_shape, self.zoo_name)
         return self.dense(self.flatten(x))
 
+    def head_layers(self):
+        return [self.dense]
+
 
 @register_model(
     "linear_mnist", family="linear", dataset="mnist", training={"epochs": 15, "batch_size": 128}
