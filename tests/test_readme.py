@@ -47,7 +47,8 @@ def test_readme_quick_start_runs_as_written(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     summary = json.loads(proc.stdout.strip().splitlines()[-1])  # the summary line is JSON
     assert summary["export"].endswith("cnn_mnist/1")
-    assert summary["val_accuracy"] == metrics["val_accuracy"] > 0.5  # it learned
+    # It learned: 0.906 over the 10,000 test digits after these 50 steps (chance is 0.1).
+    assert summary["val_accuracy"] == metrics["val_accuracy"] >= 0.85
 
     # The two Python blocks, one after the other in a fresh interpreter in that directory, each
     # followed by a check that its model is what the block says.
