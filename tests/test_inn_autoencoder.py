@@ -217,7 +217,7 @@ def test_a_short_training_run_lowers_held_out_l1_on_digits(tmp_path):
     l1_before = before.evaluate(test, verbose=0, return_dict=True)["reconstruction"]
     result = train(
         TrainConfig(
-            model="inn_ae_mnist", dataset="digits", epochs=1, steps_per_epoch=150, batch_size=64,
+            model="inn_ae_mnist", dataset="digits", epochs=1, steps_per_epoch=150, batch_size=128,
             train_examples=6000, validation_steps=2, output=str(tmp_path / "run"), verbose=0,
             overrides=config,
         )
