@@ -45,6 +45,22 @@ def onednn_enabled() -> bool:
         return os.environ.get(ONEDNN_VARIABLE, "").strip().lower() in ("1", "true")
 
 
+def device_kind(device: str | None = None) -> str:
+    """What ``device`` (a TensorFlow device name; default: the first GPU, else the CPU) is:
+    the GPU's name (e.g. "NVIDIA A100-SXM4-80GB") or the CPU's model name."""
+    import tensorflow as tf
+
+    if device is None or "GPU" in device.upper():
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            index = 0
+            if device is not None and device.rsplit(":", 1)[-1].isdigit():
+                index = min(int(device.rsplit(":", 1)[-1]), len(gpus) - 1)
+            details = tf.config.experimental.get_device_details(gpus[index])
+            return str(details.get("device_name", gpus[index].name))
+    return cpu_model()
+
+
 def describe() -> dict:
     """The CPU, the oneDNN mode, who chose it, and TensorFlow's version: what every benchmark
     prints and every CLI logs at start-up."""

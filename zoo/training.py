@@ -2,8 +2,8 @@
 
 ``python training/train.py --model NAME [--dataset D] [--data-dir DIR] [--epochs N]
 [--steps-per-epoch N] [--batch-size N] [--strategy auto|one_device|mirrored|multi_worker]
-[--output DIR] [--export-dir BASE] [--init-from RUN_DIR] [--set key=value ...]`` (also installed as
-``zoo-train``).
+[--output DIR] [--export-dir BASE] [--init-from RUN_DIR] [--mixed-precision off|bfloat16|float16]
+[--jit-compile] [--set key=value ...]`` (also installed as ``zoo-train``).
 
 Why the zoo owns its loop: Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy``
 (keras-team/keras#20585, tensorflow/tensorflow#72388). Calling the model's own ``train_step``
@@ -22,6 +22,15 @@ inside ``strategy.run`` from a ``tf.function`` works on every strategy, so that 
 - Keras callbacks are driven through ``keras.callbacks.CallbackList``: progress bar, TensorBoard
   (``logs/``), ``BackupAndRestore`` (``backup/``; a killed run resumes from the last completed
   epoch), ``ModelCheckpoint`` (``checkpoints/``) and a stop on NaN.
+
+``--mixed-precision`` applies :mod:`zoo.precision` to the model before it is compiled: the
+model's declared blocks compute in bfloat16 or float16, everything else (losses, metrics, softmax,
+log-dets, searches) in float32; float16 adds dynamic loss scaling to every optimizer the model
+creates; a model that cannot honour the precision refuses it (a usage error). What was applied is
+in ``config.json`` under ``precision``. ``--jit-compile`` compiles each replica's step with XLA;
+a step XLA cannot compile is run without it after a warning naming the op (``config.json``'s
+``jit_compile`` says which ran). ``history.json`` records images/s in total and per replica and
+the device kind.
 
 Under ``multi_worker`` every worker runs the same code; only the chief writes into ``--output``
 and ``--export-dir``. The others write their (collective) saves into a temporary directory that
@@ -87,6 +96,8 @@ class TrainConfig:
     verbose: int = 1
     callbacks: list[Any] = field(default_factory=list)  # extra keras.callbacks.Callback objects
     init_from: str | None = None  # a run directory (or weights file) to start from
+    mixed_precision: str = "off"  # "off", "bfloat16" or "float16" (zoo.precision)
+    jit_compile: bool = False  # compile each replica's train step with XLA
 
 
 @dataclass
@@ -99,6 +110,8 @@ class TrainResult:
     export_path: Path | None
     initial_epoch: int
     steps_per_second: float | None
+    images_per_second: float | None = None
+    jit_compile: bool = False  # whether the XLA-compiled step ran (False after a fallback)
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -228,8 +241,9 @@ def _check_output(output: Path, record: dict[str, Any]) -> None:
     if not previous.is_file():
         return
     old = json.loads(previous.read_text())
-    for key in ("model", "config", "dataset"):
-        if old.get(key) != record.get(key):
+    defaults = {"mixed_precision": "off"}  # runs written before the flag existed
+    for key in ("model", "config", "dataset", "mixed_precision"):
+        if old.get(key, defaults.get(key)) != record.get(key):
             raise UsageError(
                 f"--output {output} holds a run with a different {key} "
                 f"({old.get(key)!r} vs {record.get(key)!r}); its backup cannot be resumed. "
@@ -245,6 +259,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     import zoo
     import zoo.data
     from zoo.export import export_model
+    from zoo.precision import MODES, PrecisionError, apply_mixed_precision
 
     try:
         spec = zoo.get_spec(cfg.model)
@@ -264,6 +279,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     batch_size = cfg.batch_size or spec.training["batch_size"]
     if epochs < 1 or batch_size < 1:
         raise UsageError(f"--epochs and --batch-size must be positive (got {epochs}, {batch_size})")
+    if cfg.mixed_precision not in MODES:
+        raise UsageError(
+            f"--mixed-precision {cfg.mixed_precision!r}: choose one of {', '.join(MODES)}"
+        )
 
     strategy = make_strategy(cfg.strategy, cfg.cpu_devices)
     replicas = strategy.num_replicas_in_sync
@@ -292,6 +311,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         "strategy_class": type(strategy).__name__,
         "num_replicas": replicas,
         "seed": cfg.seed,
+        "mixed_precision": cfg.mixed_precision,
+        "precision": None,
+        "jit_compile": {"requested": bool(cfg.jit_compile), "used": False, "fallback": None},
         "init_from": None,
         "zoo_version": zoo.__version__,
         "tensorflow_version": tf.__version__,
@@ -307,6 +329,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             model = zoo.build(spec.name, **config)
         except zoo.InvalidConfigError as e:
             raise UsageError(str(e)) from e
+        try:
+            record["precision"] = apply_mixed_precision(model, cfg.mixed_precision)
+        except PrecisionError as e:
+            raise UsageError(f"--mixed-precision {cfg.mixed_precision}: {e}") from e
         model.compile()
         if init is not None:
             record["init_from"] = _initialize_from(model, init)
@@ -341,10 +367,57 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     dist_train = iter(strategy.experimental_distribute_dataset(train_ds))
 
-    @tf.function
-    def train_step(iterator):
-        logs = strategy.run(model.train_step, args=(next(iterator),))
-        return _reduce_logs(strategy, logs)
+    def make_train_step(jit: bool):
+        # XLA compiles each replica's step; the iterator and the cross-replica reduction stay
+        # outside it (neither compiles), as in Keras' own trainer.
+        step = tf.function(model.train_step, jit_compile=True) if jit else model.train_step
+
+        @tf.function
+        def train_step(iterator):
+            return _reduce_logs(strategy, strategy.run(step, args=(next(iterator),)))
+
+        @tf.function
+        def train_on_batch(batch):
+            return _reduce_logs(strategy, strategy.run(step, args=(batch,)))
+
+        return train_step, train_on_batch
+
+    jit = cfg.jit_compile
+    if jit and replicas > 1:
+        # The optimizer's all-reduce (tf.distribute's merge_call) cannot run inside an XLA
+        # cluster, and a per-replica compiled step reaches the other replicas' variables (XLA's
+        # "tf.Variable on a different device"); Keras' own trainer turns XLA off under
+        # tf.distribute for the same reason.
+        jit = False
+        record["jit_compile"]["fallback"] = (
+            f"{replicas} replicas: XLA cannot compile a step whose optimizer all-reduces across "
+            f"replicas"
+        )
+        print(f"zoo-train: warning: --jit-compile: {record['jit_compile']['fallback']}; "
+              f"training without XLA (XLA runs with one replica)", file=sys.stderr)  # fmt: skip
+    train_step, first_step = make_train_step(jit)
+    jit_pending = jit  # the first XLA step decides whether XLA is used
+
+    def run_first_jit_step():
+        nonlocal train_step, jit_pending
+        jit_pending = False
+        batch = next(dist_train)  # fetched here, so a fallback retries the same batch
+        try:
+            logs = first_step(batch)
+            record["jit_compile"]["used"] = True
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                tf.errors.InternalError, ValueError, TypeError, NotImplementedError) as e:  # fmt: skip
+            reason = _xla_failure(e)
+            if reason is None:
+                raise
+            record["jit_compile"].update(used=False, fallback=reason)
+            print(f"zoo-train: warning: --jit-compile: {spec.name}'s step does not compile "
+                  f"with XLA ({reason}); training without XLA", file=sys.stderr)  # fmt: skip
+            train_step, retry = make_train_step(False)
+            logs = retry(batch)
+        if chief:
+            (output / "config.json").write_text(json.dumps(record, indent=2))
+        return logs
 
     @tf.function
     def test_step(batch):
@@ -371,6 +444,27 @@ def train(cfg: TrainConfig) -> TrainResult:
         # Metric variables are ON_READ/SUM: reading them here sums totals and counts exactly.
         with strategy.scope():
             return _to_floats(model.get_metrics_result())
+
+    from zoo.runtime import device_kind
+
+    devices = list(strategy.extended.worker_devices)
+    kind = device_kind(devices[0] if devices else None)
+
+    def throughput() -> dict[str, Any]:
+        # images/s of the last epoch (its first step, which traces, excluded), as Model Garden
+        # and timm report it: the global batch per step, in total and per replica.
+        rate = timing[-1] * batch_size if timing else None
+        return {
+            "images_per_second": rate,
+            "images_per_second_per_replica": rate / replicas if rate else None,
+            "images_per_second_per_epoch": [r * batch_size for r in timing],
+            "global_batch_size": batch_size,
+            "num_replicas": replicas,
+            "device_kind": kind,
+            "devices": devices,
+            "mixed_precision": cfg.mixed_precision,
+            "jit_compile": record["jit_compile"]["used"],
+        }
 
     nan_stop = _stop_on_nan_callback()
     callbacks = [
@@ -421,7 +515,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         start = None
         for step in range(steps_per_epoch):
             callback_list.on_train_batch_begin(step)
-            logs = _to_floats(train_step(dist_train))
+            logs = _to_floats(run_first_jit_step() if jit_pending else train_step(dist_train))
             if step == 0:
                 start = time.perf_counter()  # exclude tracing from the steps/s figure
             callback_list.on_train_batch_end(step, logs)
@@ -445,7 +539,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         for k, v in epoch_logs.items():
             history.setdefault(k, []).append(v)
         if chief:  # written every epoch, so a killed run keeps the history of its epochs
-            _write_history(output, history, timing)
+            _write_history(output, history, timing, throughput())
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
@@ -469,7 +563,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if chief:
         (output / "metrics.json").write_text(json.dumps({**metrics, "epoch": epochs}, indent=2))
         _write_preset_metadata(output, spec, record, metrics)
-        _write_history(output, history, timing)
+        _write_history(output, history, timing, throughput())
         if cfg.export_dir:
             # Export a plain single-device copy, so the SavedModel holds no distributed variables.
             plain = zoo.load(spec.name, weights=output, **config)
@@ -489,6 +583,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         export_path=export_path,
         initial_epoch=initial_epoch,
         steps_per_second=steps_per_second,
+        images_per_second=steps_per_second * batch_size if steps_per_second else None,
+        jit_compile=bool(record["jit_compile"]["used"]),
     )
 
 
@@ -573,9 +669,37 @@ def _load_history(output: Path, epochs: int) -> dict[str, list[float]]:
     return {k: v[:epochs] for k, v in json.loads(f.read_text()).get("history", {}).items()}
 
 
-def _write_history(output: Path, history: dict[str, list[float]], timing: list[float]) -> None:
+def _xla_failure(error: Exception) -> str | None:
+    """What XLA could not compile, from the error of a jit-compiled step, or None when the error
+    is not XLA's (it is then re-raised)."""
+    import re
+
+    text = str(error)
+    if "XLA" not in text and "xla" not in text and "compil" not in text:
+        return None
+    for pattern in (
+        r"No registered '(\w+)' OpKernel for XLA",
+        r"Detected unsupported operations when trying to compile graph[^:]*:\s*([\w/]+)",
+        r"unsupported op[^:]*:\s*([\w/]+)",
+        r"op ([\w/]+) is not supported",
+    ):
+        m = re.search(pattern, text)
+        if m:
+            return f"op {m.group(1)}"
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(("Graph execution error", "Detected at"))
+    ]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+def _write_history(
+    output: Path, history: dict[str, list[float]], timing: list[float], throughput=None
+) -> None:
     tmp = output / "history.json.tmp"
-    tmp.write_text(json.dumps({"history": history, "steps_per_second": timing}, indent=2))
+    record = {"history": history, "steps_per_second": timing, "throughput": throughput or {}}
+    tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, output / "history.json")
 
 
@@ -614,6 +738,20 @@ def build_parser() -> argparse.ArgumentParser:
         "file); for the same model its config is the base that --set changes. E.g. the second "
         "phase of racecar training: --set phase=2 --init-from runs/phase1",
     )
+    p.add_argument(
+        "--mixed-precision",
+        default="off",
+        choices=("off", "bfloat16", "float16"),
+        help="compute the model's declared blocks in bfloat16 or float16 (float16 adds dynamic "
+        "loss scaling); losses, metrics and the parts a model keeps float32 stay float32; a "
+        "model that cannot honour it refuses. What was applied is in config.json",
+    )
+    p.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="compile each replica's train step with XLA; a step that does not compile falls "
+        "back to no XLA with a warning naming the op",
+    )
     add_overrides_argument(p)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p
@@ -646,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         train_examples=args.train_examples,
         verbose=args.verbose,
         init_from=args.init_from,
+        mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile,
     )
     from zoo.data import DatasetError
     from zoo.weights import WeightsError
@@ -664,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["export"] = str(result.export_path)
     if result.steps_per_second:
         summary["steps_per_second"] = round(result.steps_per_second, 2)
+        summary["images_per_second"] = round(result.images_per_second, 1)
     summary["chief"] = result.chief
     summary["weights_fingerprint"] = weights_fingerprint(result.model)
     print(json.dumps(summary))

@@ -9,8 +9,9 @@ one-device run uses the first device). Usage::
 
 ``RUNS_JSON`` is a list of runs, each ``{"strategy": ..., "learning_rate": ..., "model": ...,
 "dataset": ..., "overrides": {...}, "key": ...}``; everything but ``strategy`` has a default
-(cnn_mnist on digits, plain SGD at lr 0.01, its ``loss``). Prints ``{"runs": [{"losses": [...],
-"replicas": n}, ...]}``.
+(cnn_mnist on digits, plain SGD at lr 0.01, its ``loss``, float32, no XLA; ``mixed_precision``
+and ``jit_compile`` set the trainer's flags). Prints ``{"runs": [{"losses": [...], "replicas": n,
+"loss_scale": s or null, "jit_compile": bool}, ...]}``.
 """
 
 import json
@@ -56,10 +57,17 @@ def main():
                 },
                 verbose=0,
                 callbacks=[record],
+                mixed_precision=run.get("mixed_precision", "off"),
+                jit_compile=bool(run.get("jit_compile", False)),
             )
         )
         replicas = result.model.distribute_strategy.num_replicas_in_sync
-        results.append({"losses": record.losses, "replicas": replicas})
+        scale = getattr(result.model.optimizer, "dynamic_scale", None)
+        results.append({
+            "losses": record.losses, "replicas": replicas,
+            "loss_scale": None if scale is None else float(scale.numpy()),
+            "jit_compile": result.jit_compile,
+        })  # fmt: skip
     print(json.dumps({"runs": results}))
 
 

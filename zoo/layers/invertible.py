@@ -575,6 +575,22 @@ class _Coupling(InvertibleLayer):
         return cls(**config)
 
 
+def coupling_branches(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The coupling branches inside ``layer``: each coupling's network (``t(x1)``,
+    ``(h, t)(x1)``) and each i-RevNet bottleneck. They are the parts of an invertible model
+    that may compute in a mixed precision: a branch is a function of the half the coupling
+    leaves unchanged, so the inverse recomputes the same value from the same input."""
+    out = []
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(sub, _Coupling):
+            out.append(sub.network)
+        elif isinstance(sub, TwoSidedAffineCoupling):
+            out += [sub.network1, sub.network2]
+        elif isinstance(sub, IRevNetBlock):
+            out.append(sub.bottleneck)
+    return out
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class AdditiveCoupling(_Coupling):
     """``y2 = x2 + t(x1)`` (NICE / RevNet). ``network`` maps x1 to x2's shape. log-det 0."""

@@ -16,6 +16,7 @@ from zoo.models import (  # noqa: F401  (registration side effects)
 from zoo.models.base import (
     ZooClassifier,
     ZooModel,
+    apply_scaled_gradients,
     calibrated_softmax,
     check_image_batch,
     scale_loss_for_replicas,
@@ -24,6 +25,7 @@ from zoo.models.base import (
 __all__ = [
     "ZooModel",
     "ZooClassifier",
+    "apply_scaled_gradients",
     "calibrated_softmax",
     "check_image_batch",
     "scale_loss_for_replicas",

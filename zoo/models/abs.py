@@ -27,6 +27,7 @@ from zoo.layers.grouped import GroupedConv2D, GroupedConv2DTranspose, grouped_co
 from zoo.layers.preprocessing import Binarize
 from zoo.models.base import (
     ZooClassifier,
+    apply_scaled_gradients,
     check_image_batch,
     scale_loss_for_replicas,
     track_batch_means,
@@ -201,6 +202,17 @@ class ABS(ZooClassifier):
             )
             self._prototypes_key = tf.Variable(np.nan, trainable=False, name="prototypes_key")
 
+    # -- precision ------------------------------------------------------------------------------
+    def float32_layers(self):
+        return [*self.decoder_layers, self.decoder_out]
+
+    def float32_reason(self):
+        return (
+            "the decoders run the latent search (Adam on each class's reconstruction error, "
+            "whose differences decide the class) and stay float32; the encoders compute in "
+            "the mixed precision"
+        )
+
     # -- the networks (class axis folded into channels) ------------------------------------------
     def encode(self, x_folded, training=False):
         """``x_folded`` (n, 28, 28, C), class c's input in channel c → μ, log σ² (n, C, L)."""
@@ -297,8 +309,10 @@ class ABS(ZooClassifier):
             # Each VAE minimises the mean loss over its own class's images; parameters are
             # disjoint, so summing the ten means trains each one on its own loss.
             loss = tf.reduce_sum(tf.reduce_mean(per_image, axis=0))
-        grads = tape.gradient(scale_loss_for_replicas(loss), self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+            # Inside the tape: divided outside it, the loss would have no gradient at all (under
+            # MirroredStrategy ABS trained with None gradients before this was moved).
+            scaled = scale_loss_for_replicas(loss)
+        apply_scaled_gradients(self.optimizer, tape, scaled, self.trainable_variables)
         return self._track(
             x,
             loss=tf.reduce_mean(per_image),

@@ -11,7 +11,11 @@ A zoo model is a ``keras.Model`` subclass that
   drive every model the same way;
 - overrides ``train_step`` when its training is more than one supervised loss. Such a step must
   scale its loss with :func:`scale_loss_for_replicas` so that gradients summed across replicas
-  are the gradient of the global-batch mean.
+  are the gradient of the global-batch mean, and take its gradients through
+  :func:`apply_scaled_gradients`, so float16 loss scaling applies to it too;
+- declares which of its parts may compute in a mixed precision (:meth:`ZooModel.mixed_precision_blocks`,
+  :meth:`ZooModel.float32_layers`) or refuses one (:meth:`ZooModel.mixed_precision_refusal`);
+  :mod:`zoo.precision` applies it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "calibrated_softmax",
     "make_optimizer",
     "scale_loss_for_replicas",
+    "apply_scaled_gradients",
     "check_image_batch",
     "track_batch_means",
 ]
@@ -51,6 +56,23 @@ def scale_loss_for_replicas(loss: tf.Tensor) -> tf.Tensor:
     ctx = tf.distribute.get_replica_context()
     n = ctx.num_replicas_in_sync if ctx is not None else 1
     return loss / tf.cast(n, loss.dtype) if n > 1 else loss
+
+
+def apply_scaled_gradients(optimizer, tape, loss, variables) -> list:
+    """``tape.gradient(loss, variables)`` applied by ``optimizer``, under its loss scale.
+
+    ``loss`` is what the step minimises on this replica (already divided by
+    :func:`scale_loss_for_replicas` where it should be). With a loss-scaling optimizer (float16,
+    :mod:`zoo.precision`) the gradient is taken of ``loss`` times the current dynamic scale, as
+    the upstream gradient, so the tape need not have recorded the multiplication; the optimizer
+    unscales it, and skips the step and halves the scale when a gradient overflowed. Otherwise
+    this is ``tape.gradient`` then ``apply_gradients``. Returns the gradients as taken (scaled).
+    """
+    loss = tf.convert_to_tensor(loss)
+    scale = optimizer.scale_loss(tf.ones_like(loss))
+    grads = tape.gradient(loss, variables, output_gradients=tf.cast(scale, loss.dtype))
+    optimizer.apply(grads, variables)
+    return grads
 
 
 def track_batch_means(trackers, values, batch) -> dict:
@@ -124,6 +146,7 @@ class ZooModel(keras.Model):
         super().__init__(*args, **kwargs)
         self.zoo_name: str = self.name
         self._zoo_config_json = "{}"
+        self._zoo_precision = "off"  # set by zoo.precision.apply_mixed_precision
 
     # -- identity -----------------------------------------------------------------------------
     def set_zoo_identity(self, name: str, config: dict[str, Any]) -> None:
@@ -161,13 +184,54 @@ class ZooModel(keras.Model):
         return None
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
-        """``keras.Model.compile`` where ``"auto"`` (the default) takes the model's own choice."""
+        """``keras.Model.compile`` where ``"auto"`` (the default) takes the model's own choice.
+
+        Under a float16 policy (:mod:`zoo.precision`) the optimizer gets dynamic loss scaling."""
+        optimizer = self.default_optimizer() if optimizer == "auto" else optimizer
         super().compile(
-            optimizer=self.default_optimizer() if optimizer == "auto" else optimizer,
+            optimizer=self.loss_scaled(optimizer),
             loss=self.default_loss() if loss == "auto" else loss,
             metrics=self.default_metrics() if metrics == "auto" else metrics,
             **kwargs,
         )
+
+    # -- precision ----------------------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """``"off"``, ``"bfloat16"`` or ``"float16"``: what :mod:`zoo.precision` applied."""
+        return self._zoo_precision
+
+    def loss_scaled(self, optimizer):
+        """``optimizer``, wrapped for dynamic loss scaling when the model trains in float16. A
+        model that creates optimizers of its own (a GAN's, a nuisance classifier's) passes each
+        through this."""
+        from zoo.precision import loss_scaled
+
+        return loss_scaled(optimizer, self._zoo_precision)
+
+    def float32_layers(self) -> list[keras.layers.Layer]:
+        """Sublayers that must keep computing in float32 under a mixed policy (the head is
+        always one). Say why in :meth:`float32_reason`."""
+        return []
+
+    def float32_reason(self) -> str | None:
+        return None
+
+    def mixed_precision_refusal(self, mode: str) -> str | None:
+        """Why this model cannot train in ``mode`` (``"bfloat16"``/``"float16"``) at all, or
+        None."""
+        return None
+
+    def mixed_precision_blocks(self, mode: str) -> list[keras.layers.Layer]:
+        """The sublayers that compute in ``mode``; each one's outputs are cast back to float32
+        as they leave it. By default every direct sublayer with weights except the head and
+        :meth:`float32_layers`."""
+        keep = {id(layer) for layer in [*self.head_layers(), *self.float32_layers()]}
+        return [
+            layer
+            for layer in self._flatten_layers(include_self=False, recursive=False)
+            if id(layer) not in keep and layer.weights
+        ]
 
     def compile_from_config(self, config):
         """Recompile a model loaded from ``.keras`` (our ``compile`` takes Keras' arguments)."""

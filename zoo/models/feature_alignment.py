@@ -55,6 +55,7 @@ import tensorflow as tf
 
 from zoo.models.base import (
     ZooModel,
+    apply_scaled_gradients,
     check_image_batch,
     scale_loss_for_replicas,
     track_batch_means,
@@ -639,10 +640,29 @@ class FeatureAlignment(_FABase):
                 ("fa_discriminator", discriminator_optimizer, self.discriminator),
             )
             for attr, opt, part in pairs:
-                opt = self._adam() if opt == "auto" else opt
+                opt = self.loss_scaled(self._adam() if opt == "auto" else opt)
                 if not opt.built:
                     opt.build(part.trainable_variables)
                 setattr(self.optimizer, attr, opt)
+
+    def float32_layers(self):
+        heads = (self.trunk, self.mean_head, self.log_var_head, self.class_head)
+        return [layer for layer in heads if layer is not None]
+
+    def float32_reason(self):
+        return (
+            "E (trunk and heads) runs inside the reverse map's inner gradient step (eq. 2), "
+            "whose steps on r must not lose bits"
+        )
+
+    def mixed_precision_refusal(self, mode):
+        if not self.has_generator:
+            return (
+                "every layer of this model is E, which runs inside the reverse map's inner "
+                "gradient step (eq. 2) and stays float32; only a model with a GAN (G and D) has "
+                "parts that can compute in a mixed precision"
+            )
+        return None
 
     def optimizers(self) -> dict:
         """``{"encoder", "generator", "discriminator"}`` → the compiled optimizers (E's alone for
@@ -910,9 +930,7 @@ class FeatureAlignment(_FABase):
         with tf.GradientTape() as tape:
             terms = self.encoder_terms(x, y, training=True)
             loss = _reduce(terms["loss"], self.loss_reduction)
-        variables = self.encoder_variables
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        apply_scaled_gradients(self.optimizer, tape, loss, self.encoder_variables)
         return terms
 
     @_static_python
@@ -949,18 +967,15 @@ class FeatureAlignment(_FABase):
                 )
                 g_loss = g_loss + self.perceptual_weight * perceptual
             g_total = _reduce(g_loss, red)
-        g_vars = self.generator.trainable_variables
-        self.optimizer.fa_generator.apply_gradients(
-            zip(tape.gradient(g_total, g_vars), g_vars, strict=True)
+        apply_scaled_gradients(
+            self.optimizer.fa_generator, tape, g_total, self.generator.trainable_variables
         )
 
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:  # (3)
             d_real = 0.5 * tf.reduce_sum(tf.square(1.0 - self.discriminator(xc)), axis=1)
             d_real_total = _reduce(d_real, red)
-        self.optimizer.fa_discriminator.apply_gradients(
-            zip(tape.gradient(d_real_total, d_vars), d_vars, strict=True)
-        )
+        apply_scaled_gradients(self.optimizer.fa_discriminator, tape, d_real_total, d_vars)
 
         prior = tf.random.stateless_normal(tf.shape(terms["encoding"]["mean"]), prior_seed)  # (4)
         fake_features = self.features(prior, yv, fake_r0_seed if self.r0 != "zeros" else None)
@@ -968,9 +983,7 @@ class FeatureAlignment(_FABase):
         with tf.GradientTape() as tape:
             d_fake = 0.5 * tf.reduce_sum(tf.square(-1.0 - self.discriminator(fake)), axis=1)
             d_fake_total = _reduce(d_fake, red)
-        self.optimizer.fa_discriminator.apply_gradients(
-            zip(tape.gradient(d_fake_total, d_vars), d_vars, strict=True)
-        )
+        apply_scaled_gradients(self.optimizer.fa_discriminator, tape, d_fake_total, d_vars)
         values = {k: tf.reduce_mean(terms[k]) for k in ("loss", "reconstruction_mse", "kl")}
         values.update(
             generator_loss=tf.reduce_mean(g_loss),
@@ -1172,6 +1185,12 @@ class LocalFeatureAlignment(_FABase):
 
     def call(self, images, training=False):
         return self.decode(self.encode(images))
+
+    def mixed_precision_refusal(self, mode):
+        return (
+            "every module runs inside its own reverse map's inner gradient step (Algorithm 2), "
+            "which stays float32"
+        )
 
     def module_losses(self, images):
         """Algorithm 2 for one batch: ``[(module, loss_l, gradients)]`` for every module with

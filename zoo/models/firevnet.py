@@ -69,11 +69,13 @@ from zoo.layers.invertible import (
 from zoo.layers.priors import LearnedDiagonalGaussian
 from zoo.models.base import (
     ZooClassifier,
+    apply_scaled_gradients,
     check_image_batch,
     make_optimizer,
     scale_loss_for_replicas,
     track_batch_means,
 )
+from zoo.precision import float32_scope
 from zoo.registry import (
     InvalidConfigError,
     building_name,
@@ -170,8 +172,16 @@ class FlowClassifier(ZooClassifier):
         raise NotImplementedError
 
     def forward_and_log_det(self, x, training=False):
-        """``(z, log|det ∂z/∂x|)``: z ``(batch, latent_dim)``, log-det ``(batch,)``."""
-        return self._flow(tf.convert_to_tensor(x, self.compute_dtype), training)
+        """``(z, log|det ∂z/∂x|)``: z ``(batch, latent_dim)``, log-det ``(batch,)``.
+
+        Under a mixed precision (:mod:`zoo.precision`) only the training pass computes its
+        coupling branches in it; inference, like :meth:`inverse`, stays float32, so the
+        bijection's round trip stays exact."""
+        x = tf.convert_to_tensor(x, self.compute_dtype)
+        if training or self.precision == "off":
+            return self._flow(x, training)
+        with float32_scope(self):
+            return self._flow(x, training)
 
     def forward(self, x, training=False):
         """z = F(x), flat ``(batch, latent_dim)``; ``z[:, :num_classes]`` are the logits."""
@@ -186,7 +196,10 @@ class FlowClassifier(ZooClassifier):
                 f"{self.zoo_name}.inverse expects z of shape (batch, {self.latent_dim}); got "
                 f"{tuple(z.shape)}"
             )
-        return self._unflow(z, training)
+        if self.precision == "off":
+            return self._unflow(z, training)
+        with float32_scope(self):
+            return self._unflow(z, training)
 
     def log_det_jacobian(self, x, training=False):
         return self.forward_and_log_det(x, training)[1]
@@ -210,6 +223,28 @@ class FlowClassifier(ZooClassifier):
 
     def call(self, x, training=False):
         return self.forward(x, training)[:, : self.num_classes]
+
+    # -- precision ----------------------------------------------------------------------------
+    def mixed_precision_blocks(self, mode):
+        """The coupling branches only (i-RevNet bottlenecks, coupling networks): each is a
+        function of the half that passes through unchanged, so the inverse recomputes it from
+        the same input, and the coupling's sum, difference, scale and log-det stay float32
+        around it (:func:`zoo.layers.invertible.coupling_branches`). Plus the nuisance
+        classifier of iCE."""
+        from zoo.layers.invertible import coupling_branches
+
+        blocks = coupling_branches(self)
+        if self.nuisance_classifier is not None:
+            blocks.append(self.nuisance_classifier)
+        return blocks
+
+    def float32_reason(self):
+        return (
+            "the invertible couplings (their sums, scales and log-determinants), the "
+            "downsamplings and the head stay float32; only the coupling branches compute in "
+            "the mixed precision, and only in the training pass: inference (forward, inverse, "
+            "serving) runs in float32 so the round trip stays exact"
+        )
 
     def build_for_inputs(self):
         if self.loss_name == "ice":
@@ -236,8 +271,8 @@ class FlowClassifier(ZooClassifier):
     def compile(self, *args, **kwargs):
         super().compile(*args, **kwargs)
         if self.loss_name == "ice":
-            self.nuisance_optimizer = make_optimizer(
-                self.nuisance_optimizer_name, self.nuisance_learning_rate
+            self.nuisance_optimizer = self.loss_scaled(
+                make_optimizer(self.nuisance_optimizer_name, self.nuisance_learning_rate)
             )
             self.nuisance_optimizer.build(self.nuisance_classifier.trainable_variables)
 
@@ -265,9 +300,9 @@ class FlowClassifier(ZooClassifier):
             n = float(self.latent_dim - self.num_classes)
             loss = ce / n if self.normalize_nuisance_loss else ce
             loss = scale_loss_for_replicas(loss)
-        variables = self.nuisance_classifier.trainable_variables
-        grads = tape.gradient(loss, variables)
-        self.nuisance_optimizer.apply_gradients(zip(grads, variables, strict=True))
+        apply_scaled_gradients(
+            self.nuisance_optimizer, tape, loss, self.nuisance_classifier.trainable_variables
+        )
         return logits
 
     def train_step(self, data):
@@ -314,8 +349,7 @@ class FlowClassifier(ZooClassifier):
                 }
             total = loss + self._l2()
             scaled = scale_loss_for_replicas(total)
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        apply_scaled_gradients(self.optimizer, tape, scaled, variables)
         return self._track(x, loss=loss, accuracy=_accuracy(logits, y), **extra)
 
     def test_step(self, data):

@@ -50,14 +50,17 @@ from zoo.layers.invertible import (
     TwoSidedAffineCoupling,
     UnflattenNCHW,
     conv_network,
+    coupling_branches,
     dense_network,
 )
 from zoo.models.base import (
     ZooModel,
+    apply_scaled_gradients,
     check_image_batch,
     scale_loss_for_replicas,
     track_batch_means,
 )
+from zoo.precision import float32_scope
 from zoo.registry import InvalidConfigError, building_name, register_model, register_variant
 
 __all__ = [
@@ -210,8 +213,7 @@ class AutoencoderModel(ZooModel):
         with tf.GradientTape() as tape:
             terms = self._objective(x, training=True)
             total = scale_loss_for_replicas(terms["loss"] + self._l2())
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        apply_scaled_gradients(self.optimizer, tape, total, self.trainable_variables)
         return track_batch_means(self.trackers, terms, x)
 
     def test_step(self, data):
@@ -367,11 +369,29 @@ class INNAutoencoder(AutoencoderModel):
 
     def forward(self, x, training=False):
         """The full latent ``F(x)``, ``(batch, d)`` in NCHW order."""
-        return self.flow(self._check_images(x), training=training)
+        x = self._check_images(x)
+        if training or self.precision == "off":
+            return self.flow(x, training=training)
+        with float32_scope(self):  # inference is exact to float32 (zoo.precision)
+            return self.flow(x, training=training)
 
     def inverse(self, z, training=False):
         """``F⁻¹(z)`` for a full latent ``(batch, d)``: images."""
-        return self.flow.inverse(tf.convert_to_tensor(z), training=training)
+        z = tf.convert_to_tensor(z)
+        if training or self.precision == "off":
+            return self.flow.inverse(z, training=training)
+        with float32_scope(self):
+            return self.flow.inverse(z, training=training)
+
+    def mixed_precision_blocks(self, mode):
+        """The coupling branches, in the training pass only (as the flow classifiers)."""
+        return coupling_branches(self)
+
+    def float32_reason(self):
+        return (
+            "the couplings' sums and scales stay float32; the coupling branches compute in the "
+            "mixed precision in the training pass only, inference runs in float32"
+        )
 
     def encode(self, x, training=False):
         return self.forward(x, training=training)[:, : self.k]

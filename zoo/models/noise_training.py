@@ -75,6 +75,7 @@ from zoo.layers.noise import (
 )
 from zoo.models.base import (
     ZooClassifier,
+    apply_scaled_gradients,
     check_image_batch,
     make_optimizer,
     scale_loss_for_replicas,
@@ -292,7 +293,9 @@ class NoiseTraining(ClassifierObjective):
 
     def compile_objective(self):
         if self.generator is not None and self.generator_optimizer is None:
-            self.generator_optimizer = keras.optimizers.Adam(self.generator_learning_rate)
+            self.generator_optimizer = self.loss_scaled(
+                keras.optimizers.Adam(self.generator_learning_rate)
+            )
             self.generator_optimizer.build(self.generator.trainable_variables)
 
     @property
@@ -371,8 +374,7 @@ class NoiseTraining(ClassifierObjective):
                 tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
             )
             loss = scale_loss_for_replicas(-ce)
-        grads = tape.gradient(loss, variables)
-        self.generator_optimizer.apply_gradients(zip(grads, variables, strict=True))
+        apply_scaled_gradients(self.generator_optimizer, tape, loss, variables)
         return ce
 
     def objective_train_step(self, x, y):
@@ -418,6 +420,8 @@ class NoiseTraining(ClassifierObjective):
             b.assign(np.zeros(b.shape, np.float32))
         opt = self.generator_optimizer
         if opt is not None:
+            # The Adam state only: a loss-scaling wrapper's scale carries on.
+            opt = getattr(opt, "inner_optimizer", opt)
             lr = opt.learning_rate
             for v in opt.variables:
                 if v is not lr:

@@ -102,6 +102,18 @@ class ClassifierObjective(ZooModel):
             self.classifier.optimizer.build(self.classifier.trainable_variables)
         self.compile_objective()
 
+    # -- precision ----------------------------------------------------------------------------
+    def mixed_precision_refusal(self, mode):
+        return self.classifier.mixed_precision_refusal(mode)
+
+    def float32_reason(self):
+        return self.classifier.float32_reason()
+
+    def mixed_precision_blocks(self, mode):
+        """The classifier's own blocks. The objective's layers (a noise generator: a few
+        small convolutions whose output is projected onto the ε-sphere) stay float32."""
+        return self.classifier.mixed_precision_blocks(mode)
+
     def compile_objective(self) -> None:
         """Create the objective's optimizers and metrics (a subclass hook)."""
 

@@ -53,6 +53,7 @@ import tensorflow as tf
 from zoo.layers.tied import TiedConv2D, TiedDense
 from zoo.models.base import (
     ZooClassifier,
+    apply_scaled_gradients,
     check_image_batch,
     scale_loss_for_replicas,
     track_batch_means,
@@ -375,8 +376,7 @@ class RacecarModel(ZooClassifier):
             if self.ort_active:
                 ort = self._ort_loss()
                 total += scale_loss_for_replicas(ort)  # one penalty per model, not per replica
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        apply_scaled_gradients(self.optimizer, tape, total, self.trainable_variables)
         self.accuracy_metric.update_state(y, logits)
         if self.racecar_reduction != "mean":
             # Logged as the global-batch sum, so figures agree whatever the replica count.

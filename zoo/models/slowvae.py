@@ -65,7 +65,13 @@ from zoo.layers.priors import (
     normal_entropy,
     transition_cross_entropy,
 )
-from zoo.models.base import ZooModel, check_image_batch, scale_loss_for_replicas, track_batch_means
+from zoo.models.base import (
+    ZooModel,
+    apply_scaled_gradients,
+    check_image_batch,
+    scale_loss_for_replicas,
+    track_batch_means,
+)
 from zoo.registry import InvalidConfigError, building_name, register_model, register_variant
 
 __all__ = [
@@ -241,8 +247,7 @@ class _PairModel(ZooModel):
         with tf.GradientTape() as tape:
             terms = self.objective(x0, x1, training=True)
             total = scale_loss_for_replicas(terms["loss"])
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        apply_scaled_gradients(self.optimizer, tape, total, self.trainable_variables)
         return track_batch_means(self.trackers, terms, x0)
 
     def test_step(self, data):
