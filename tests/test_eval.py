@@ -241,6 +241,7 @@ def abs_transfer(trained):
     return ze.transfer(abs_model, substitute, x, y, grid=12, refine=6)
 
 
+@pytest.mark.slow
 def test_the_cnn_is_less_robust_than_abs_under_the_same_attacks(trained, abs_transfer):
     abs_model, cnn, substitute, x, y = trained
     assert np.mean(ze.Predictor(abs_model).labels(x) == y) >= 0.6  # trained for 15 s
@@ -256,6 +257,7 @@ def test_the_cnn_is_less_robust_than_abs_under_the_same_attacks(trained, abs_tra
         assert cnn_d < abs_d, (cnn_d, abs_d)
 
 
+@pytest.mark.slow
 def test_lower_bound_is_below_every_perturbation_any_attack_finds(trained, abs_transfer):
     abs_model, _, substitute, x, y = trained
     lb = ze.lower_bound_l2(abs_model, x, y, restarts=2)

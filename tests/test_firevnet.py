@@ -42,6 +42,7 @@ def test_firevnet48_geometry_round_trip_and_metamer():
     assert float(tf.reduce_max(tf.abs(met - x))) > 0.1  # a different image with the same logits
 
 
+@pytest.mark.slow
 def test_irevnet301_has_the_checkpoints_parameter_count():
     model = zoo.load("irevnet301")
     assert _trainable(model) == 125_120_356
@@ -50,6 +51,7 @@ def test_irevnet301_has_the_checkpoints_parameter_count():
     assert "metamer" not in model.serving_signatures()
 
 
+@pytest.mark.slow
 def test_firevnet_mnist_paper_config_and_d():
     model = zoo.load("firevnet_mnist")
     assert model.latent_dim == 1024 and model.top_shape == (4, 4, 16)
@@ -153,6 +155,7 @@ def test_ice_nuisance_step_does_not_touch_the_flow_and_paper_form_is_capped():
     assert float(logs["adversarial"]) >= -np.log(2) - 1e-6  # −min(CE, log C)
 
 
+@pytest.mark.slow
 def test_mirrored_ice_training_reaches_every_block(cli, tmp_path):
     # Reversible backprop and ActNorm's data-dependent init under MirroredStrategy on 2 CPUs:
     # the couplings' zero-initialised last layers only move if the custom gradient reaches them.

@@ -207,6 +207,7 @@ def test_learning_rate_milestones_count_epochs():
     )
 
 
+@pytest.mark.slow
 def test_a_short_training_run_lowers_held_out_l1_on_digits(tmp_path):
     from zoo.training import TrainConfig, train
 
@@ -274,6 +275,7 @@ def test_vae_samples_and_exported_encode_decode_equal_reconstruct(tmp_path):
     assert sig["sample"](n=tf.constant(0))["images"].shape == (0, 28, 28, 1)
 
 
+@pytest.mark.slow
 def test_reconstruct_over_grpc_from_a_trained_export(tmp_path):
     from zoo.serving import client
     from zoo.serving.testing import ServerProcess

@@ -76,6 +76,7 @@ def test_training_stores_the_set_and_the_export_serves_it(tmp_path):
     np.testing.assert_allclose(served(images=xt)["logits"].numpy(), model(xt).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mirrored_training_over_two_devices_stores_the_same_set(cli, tmp_path):
     runs = {}
     for strategy, devices in (("one_device", []), ("mirrored", ["--cpu-devices", "2"])):

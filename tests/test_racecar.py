@@ -324,6 +324,7 @@ def test_racecar_config_errors_are_clear():
         zoo.load("racecar_mnist_2img")(tf.zeros((1, 32, 32, 1)))
 
 
+@pytest.mark.slow
 def test_resnet110_builds_with_layerwise_terms_and_takes_a_step():
     m = zoo.load("racecar_resnet110_cifar10")
     assert len(m.constrained_layers) == 1 + 2 * 54 + 2  # stem, 2 per block, 2 projections
@@ -500,6 +501,7 @@ def test_kernel_svd_returns_the_right_singular_vectors_of_the_layer_matrix():
     assert principal_cosines(u_rows, vt).min() < 0.99
 
 
+@pytest.mark.slow
 def test_two_image_reproduction_meets_its_targets(tmp_path):
     from zoo.repro import run
 

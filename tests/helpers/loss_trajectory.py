@@ -10,7 +10,8 @@ one-device run uses the first device). Usage::
 ``RUNS_JSON`` is a list of runs, each ``{"strategy": ..., "learning_rate": ..., "model": ...,
 "dataset": ..., "overrides": {...}, "key": ...}``; everything but ``strategy`` has a default
 (cnn_mnist on digits, plain SGD at lr 0.01, its ``loss``, float32, no XLA; ``mixed_precision``
-and ``jit_compile`` set the trainer's flags). Prints ``{"runs": [{"losses": [...], "replicas": n,
+and ``jit_compile`` set the trainer's flags; ``epochs`` and ``steps_per_epoch``, 2 and 12 by
+default). Prints ``{"runs": [{"losses": [...], "replicas": n,
 "loss_scale": s or null, "jit_compile": bool}, ...]}``.
 """
 
@@ -42,8 +43,8 @@ def main():
             TrainConfig(
                 model=run.get("model", "cnn_mnist"),
                 dataset=run.get("dataset", "digits"),
-                epochs=2,
-                steps_per_epoch=12,
+                epochs=int(run.get("epochs", 2)),
+                steps_per_epoch=int(run.get("steps_per_epoch", 12)),
                 validation_steps=1,
                 batch_size=64,
                 train_examples=1536,

@@ -122,10 +122,18 @@ def torch_default_initializer(fan_in: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomUniform(-bound, bound)
 
 
+def _native_for(x) -> bool:
+    """The native grouped ops, for ``x``'s dtype. float32 only: in float16, oneDNN's grouped
+    ``Conv2DBackpropFilter`` fails ("filter_size does not have enough elements, requested
+    2560000, got 256000" for ABS's encoder head, TF 2.21), so a mixed-precision block takes the
+    portable ops (zoo.precision)."""
+    return implementation() == "native" and x.dtype == tf.float32
+
+
 def grouped_conv2d(x, kernel, groups: int, strides: int = 1):
     """The valid-padded grouped convolution of ``x`` (n, h, w, groups·cin) with ``kernel``
     (k, k, cin, groups·filters), without bias: (n, (h−k)//s+1, (w−k)//s+1, groups·filters)."""
-    if implementation() == "native":
+    if _native_for(x):
         return tf.nn.conv2d(x, kernel, strides, "VALID")
     return tf.concat(
         [tf.nn.conv2d(xg, kg, strides, "VALID")
@@ -142,7 +150,7 @@ def grouped_conv2d_transpose(x, kernel, groups: int, strides: int = 1):
     shape = tf.shape(x)
     size = lambda d: (d - 1) * strides + k  # noqa: E731
     sizes = tf.stack([shape[0], size(shape[1]), size(shape[2]), groups * filters])
-    if implementation() == "native":
+    if _native_for(x):
         if strides == 1 and filters == 1:
             return _single_channel_transpose(x, kernel, sizes)
         return tf.raw_ops.Conv2DBackpropInput(
