@@ -189,6 +189,7 @@ def test_prototypes_are_rebuilt_when_the_decoder_changes(small_abs, digits):
 
 
 # -- export ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_round_trips_without_the_decoded_bank(tmp_path, digits):
     from zoo.export import export_model
 

@@ -470,6 +470,7 @@ def test_decode_and_sample_over_grpc_with_the_official_stubs(gan_run):
     )
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_devices_equals_one_device_and_runs_the_gan_step(cli):
     """Each replica's ½-sum (or mean) is scaled so the all-reduced gradient is the global batch's:
     one SGD step on two replicas equals one on one device; a loss left per replica (or divided

@@ -102,8 +102,10 @@ def test_spheres_dataset():
 
 
 # The iCE run goes through the same trainer, export and signature checks as the CE run, plus the
-# nuisance step; the CE-only run is the slow variant.
-@pytest.mark.parametrize("loss", [pytest.param("ce", marks=pytest.mark.slow), "ice"])
+# nuisance step. Both are slow: the served inverse/metamer test exports and serves a fiRevNet, and
+# tests/test_precision.py takes iCE's train step.
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["ce", "ice"])
 def test_training_through_the_trainer_then_export(loss, tmp_path):
     from zoo.export import export_model
     from zoo.training import TrainConfig, train
@@ -263,6 +265,7 @@ def test_porting_a_pytorch_irevnet_checkpoint():
         port_irevnet_state_dict(model, sd)
 
 
+@pytest.mark.slow
 def test_metamer_grid_png(tmp_path):
     from zoo.eval.metamers import metamer_grid
 

@@ -298,6 +298,7 @@ def test_classify_and_sample_noise_over_grpc_with_the_official_stubs(ant_run):
         assert noise["noisy_images"].min() >= 0 and noise["noisy_images"].max() <= 1
 
 
+@pytest.mark.slow
 def test_ant_under_mirrored_strategy_mirrors_the_generator_and_draws_z_per_replica(cli):
     proc = cli([str(ROOT / "tests" / "helpers" / "noise_mirrored.py")])
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -419,6 +419,7 @@ def test_train_cli_rr_then_export_and_call_reconstruct(cli, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_mirrored_racecar_step_follows_one_device(cli, tmp_path):
     """The RR term is a per-replica sum and the task loss a mean scaled by the replica count: over
     two replicas the task-loss trajectory must equal one device's. The RR term dominates here

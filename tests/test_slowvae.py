@@ -378,6 +378,7 @@ def test_trainer_run_on_sprites_pairs_exports_an_encode_served_over_grpc(tmp_pat
     assert out["logvar"].shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_under_mirrored_strategy_replicas_get_whole_pairs_and_the_step_equals_one_device(cli):
     """Two CPU replicas (a fresh interpreter: logical devices precede TensorFlow's start). With
     the reparameterisation noise at 0 both runs compute the same function, so one SGD step must
