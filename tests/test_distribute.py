@@ -45,9 +45,19 @@ def cnn_runs(tmp_path_factory):
     # One mirrored run per process: a second MirroredStrategy in the same process reuses the
     # first one's collective instance keys.
     synced = trajectories(run_cli, tmp_path_factory.mktemp("synced"), runs(True, (LR, 2 * LR)))
-    unsynced = trajectories(run_cli, tmp_path_factory.mktemp("unsynced"), runs(False))
-    names = ["one", "doubled", "two", "one_unsynced", "two_unsynced"]
-    return dict(zip(names, synced + unsynced, strict=True))
+    return dict(zip(["one", "doubled", "two"], synced, strict=True))
+
+
+@pytest.fixture(scope="module")
+def unsynced_runs(tmp_path_factory):
+    """The same without synchronised BatchNorm (a second process; the slow test only)."""
+    from conftest import run_cli
+
+    bn = {"sync_batchnorm": False}
+    plan = [{"strategy": "one_device", "overrides": bn, "learning_rate": LR},
+            {"strategy": "mirrored", "overrides": bn}]  # fmt: skip
+    unsynced = trajectories(run_cli, tmp_path_factory.mktemp("unsynced"), plan)
+    return dict(zip(["one_unsynced", "two_unsynced"], unsynced, strict=True))
 
 
 def test_mirrored_over_two_devices_follows_one_device_loss_trajectory(cnn_runs):
@@ -72,11 +82,12 @@ def test_mirrored_over_two_devices_follows_one_device_loss_trajectory(cnn_runs):
     assert one[-1] < one[0]
 
 
-def test_mirrored_without_sync_batchnorm_stays_close(cnn_runs):
+@pytest.mark.slow
+def test_mirrored_without_sync_batchnorm_stays_close(cnn_runs, unsynced_runs):
     """Without synchronised BN each replica normalises with its own half-batch statistics; the
     trajectory then differs from one device, but only by the BN noise (measured < 3 %). The
     tolerance can tell: a wrong loss scaling (twice the learning rate) moves it further."""
-    (one, _), (two, n2) = cnn_runs["one_unsynced"], cnn_runs["two_unsynced"]
+    (one, _), (two, n2) = unsynced_runs["one_unsynced"], unsynced_runs["two_unsynced"]
     doubled = cnn_runs["doubled"][0]
     assert n2 == 2
     deviation = np.max(np.abs(two - one) / one)

@@ -253,6 +253,7 @@ def test_conv_baselines_reconstruct_their_image_shape(name):
     assert m.reconstruct(x).shape == x.shape
 
 
+@pytest.mark.slow
 def test_vae_samples_and_exported_encode_decode_equal_reconstruct(tmp_path):
     from zoo.export import export_model
 

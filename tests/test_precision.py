@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
     """cnn_mnist, plain SGD, same global batch, seed and data order, synchronised BatchNorm:
     float32 on one device; twice its learning rate (the negative control); XLA on one device;
     float16 mirrored over two devices. One fresh interpreter (one mirrored run per process)."""
-    short = {"epochs": 1, "steps_per_epoch": 16, "overrides": SYNC}
+    short = {"epochs": 1, "steps_per_epoch": 10, "overrides": SYNC}
     plan = [
         {"strategy": "one_device", **short},
         {"strategy": "one_device", **short, "learning_rate": 0.02},
@@ -55,21 +55,21 @@ def runs(tmp_path_factory):
 
 def _deviation(run, reference):
     a, b = np.array(reference["losses"]), np.array(run["losses"])
-    assert a.shape == b.shape == (16,)
+    assert a.shape == b.shape == (10,)
     return float(np.max(np.abs(b - a) / a))
 
 
 def test_float16_mirrored_run_follows_the_float32_trajectory(runs):
     """float16 rounds each activation to 2^-11 ≈ 4.9e-4 relative; over 24 SGD steps the mirrored
     float16 losses stayed within 1.7e-4 of float32's (measured). The tolerance, 2e-3, is four
-    float16 units (the figures are from 24 steps; the test takes 16): loss-scaling mistakes (a scale left in the gradients multiplies the step by
+    float16 units (the figures are from 24 steps; the test takes 10): loss-scaling mistakes (a scale left in the gradients multiplies the step by
     2^15) or a replica applying another's overflow move it by far more, as the negative control,
-    twice the learning rate, moves it by 0.18."""
+    twice the learning rate, moves it by 0.18 over 24 steps."""
     f16 = runs["f16_mirrored"]
     assert f16["replicas"] == 2
     assert f16["loss_scale"] == 2.0**15  # no step overflowed, so none was skipped
     assert _deviation(f16, runs["f32"]) < 2e-3
-    assert _deviation(runs["doubled"], runs["f32"]) > 50 * 2e-3
+    assert _deviation(runs["doubled"], runs["f32"]) > 10 * 2e-3
 
 
 def test_jit_compiled_step_equals_the_eager_step(runs):
