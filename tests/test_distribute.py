@@ -37,10 +37,11 @@ def cnn_runs(tmp_path_factory):
     from conftest import run_cli
 
     def runs(sync, lrs=(LR,)):
-        bn = {"sync_batchnorm": sync}
-        return [{"strategy": "one_device", "overrides": bn, "learning_rate": lr} for lr in lrs] + [
-            {"strategy": "mirrored", "overrides": bn}
-        ]
+        # Two epochs of 8 steps: the per-epoch replica-state averaging runs between them.
+        bn, steps = {"sync_batchnorm": sync}, {"steps_per_epoch": 8}
+        return [
+            {"strategy": "one_device", "overrides": bn, "learning_rate": lr, **steps} for lr in lrs
+        ] + [{"strategy": "mirrored", "overrides": bn, **steps}]
 
     # One mirrored run per process: a second MirroredStrategy in the same process reuses the
     # first one's collective instance keys.
@@ -70,11 +71,11 @@ def test_mirrored_over_two_devices_follows_one_device_loss_trajectory(cnn_runs):
 
     Tolerance: 1e-4 relative. With synchronised BatchNorm the two runs compute the same function;
     they differ only in the order of float32 sums (all-reduce vs one reduction), measured at
-    ~1e-6 relative over 24 steps.
+    ~1e-6 relative over 24 steps (the test takes 16).
     """
     (one, n1), (two, n2), (doubled, _) = cnn_runs["one"], cnn_runs["two"], cnn_runs["doubled"]
     assert (n1, n2) == (1, 2)
-    assert len(one) == len(two) == 24
+    assert len(one) == len(two) == 16
     np.testing.assert_allclose(two, one, rtol=1e-4)
     # Negative control: the error a wrong loss scaling would make is far outside the tolerance.
     assert np.max(np.abs(doubled - one) / one) > 100 * 1e-4

@@ -21,6 +21,7 @@ def _trainable(model) -> int:
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
+@pytest.mark.slow
 def test_firevnet48_geometry_round_trip_and_metamer():
     model = zoo.load("fiRevNet48")
     # i-RevNet branch widths, stage 4 affine: the digest's 67,969,392, plus ActNorm's 2·C per block.

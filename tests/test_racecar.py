@@ -355,6 +355,7 @@ def test_exported_reconstruct_signature_matches_the_keras_model(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_two_phase_training_with_init_from_on_a_transfer_task(tmp_path):
     from zoo.training import TrainConfig, train
 
