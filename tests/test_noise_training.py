@@ -365,7 +365,7 @@ def _rgb(x):
     return np.clip(ramp * [0.9, 0.6, 0.3] + 0.6 * np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), 0, 1)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_every_corruption_changes_images_more_with_severity_and_repeats_under_its_seed(
     digits, channels
 ):
