@@ -43,6 +43,7 @@ __all__ = [
     "restore_float32",
     "loss_scaled",
     "float32_scope",
+    "inference_scope",
 ]
 
 
@@ -110,6 +111,14 @@ def _float32_exit(layer) -> None:
 
     object.__setattr__(layer, "_zoo_original_call", original)
     object.__setattr__(layer, "call", call)
+
+
+def inference_scope(model, training: bool):
+    """:func:`float32_scope` for an inference pass of a model trained in a mixed precision; a
+    no-op for a training pass, or when the model runs in float32 anyway."""
+    if training or getattr(model, "precision", "off") == "off":
+        return contextlib.nullcontext()
+    return float32_scope(model)
 
 
 @contextlib.contextmanager

@@ -75,7 +75,7 @@ from zoo.models.base import (
     scale_loss_for_replicas,
     track_batch_means,
 )
-from zoo.precision import float32_scope
+from zoo.precision import inference_scope
 from zoo.registry import (
     InvalidConfigError,
     building_name,
@@ -178,9 +178,7 @@ class FlowClassifier(ZooClassifier):
         coupling branches in it; inference, like :meth:`inverse`, stays float32, so the
         bijection's round trip stays exact."""
         x = tf.convert_to_tensor(x, self.compute_dtype)
-        if training or self.precision == "off":
-            return self._flow(x, training)
-        with float32_scope(self):
+        with inference_scope(self, training):
             return self._flow(x, training)
 
     def forward(self, x, training=False):
@@ -196,9 +194,7 @@ class FlowClassifier(ZooClassifier):
                 f"{self.zoo_name}.inverse expects z of shape (batch, {self.latent_dim}); got "
                 f"{tuple(z.shape)}"
             )
-        if self.precision == "off":
-            return self._unflow(z, training)
-        with float32_scope(self):
+        with inference_scope(self, False):  # every inverse is exact to float32
             return self._unflow(z, training)
 
     def log_det_jacobian(self, x, training=False):

@@ -60,7 +60,7 @@ from zoo.models.base import (
     scale_loss_for_replicas,
     track_batch_means,
 )
-from zoo.precision import float32_scope
+from zoo.precision import inference_scope
 from zoo.registry import InvalidConfigError, building_name, register_model, register_variant
 
 __all__ = [
@@ -370,17 +370,13 @@ class INNAutoencoder(AutoencoderModel):
     def forward(self, x, training=False):
         """The full latent ``F(x)``, ``(batch, d)`` in NCHW order."""
         x = self._check_images(x)
-        if training or self.precision == "off":
-            return self.flow(x, training=training)
-        with float32_scope(self):  # inference is exact to float32 (zoo.precision)
+        with inference_scope(self, training):  # inference is exact to float32 (zoo.precision)
             return self.flow(x, training=training)
 
     def inverse(self, z, training=False):
         """``F⁻¹(z)`` for a full latent ``(batch, d)``: images."""
         z = tf.convert_to_tensor(z)
-        if training or self.precision == "off":
-            return self.flow.inverse(z, training=training)
-        with float32_scope(self):
+        with inference_scope(self, training):
             return self.flow.inverse(z, training=training)
 
     def mixed_precision_blocks(self, mode):
